@@ -1,0 +1,199 @@
+"""The one call shape: ``explain(model, x, method, target=None, layer=None, **options) -> Explanation``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ._state import model_device, model_dtype, preserved
+from .capture import resolve_module
+from .errors import InputError, LayerError
+from .methods import all_methods, get_method
+from .methods.registry import Request
+from .models.layers import block_layers, default_layer, trace_layers
+from .targets import TargetSpec
+
+
+@dataclass
+class Explanation:
+    """The result of one method on a batch.
+
+    heatmap: (N,H,W) in [0,1] at input resolution (signed methods: 0.5 = zero relevance).
+    raw: the unnormalised map at its native resolution, sign kept.
+    target: (N,) the explained classes. logits: (N,C) of the explained forward pass (when the method has one).
+    """
+    heatmap: torch.Tensor
+    raw: torch.Tensor
+    target: torch.Tensor
+    method: str
+    layer: str | list[str] | None
+    logits: torch.Tensor | None = None
+    class_names: Sequence[str] | None = None
+    signed: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_names(self) -> list[str]:
+        names = self.class_names
+        return [names[t] if names else str(t) for t in self.target.tolist()]
+
+    @property
+    def probabilities(self) -> torch.Tensor | None:
+        """Softmax probability of each sample's target class (None when the method had no forward pass)."""
+        if self.logits is None:
+            return None
+        return self.logits.detach().float().softmax(-1).gather(1, self.target[:, None].to(self.logits.device))[:, 0]
+
+    def __len__(self) -> int:
+        return int(self.heatmap.shape[0])
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None
+
+
+def validate_input(x: Any, model: nn.Module) -> torch.Tensor:
+    """Check rank, channels, dtype and finiteness; return x on the model's device and dtype."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"input must be a torch.Tensor of shape (N,C,H,W), got {type(x).__name__} "
+                         f"(use cnnlens.load_image to load a picture)")
+    if x.dim() != 4:
+        hint = " (add a batch dimension: x.unsqueeze(0))" if x.dim() == 3 else ""
+        raise InputError(f"input must have 4 dimensions (N,C,H,W), got shape {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise InputError(f"input must be a floating-point tensor, got dtype {x.dtype} (preprocess it, e.g. with "
+                         f"cnnlens.load_image)")
+    if x.shape[0] == 0:
+        raise InputError("input batch is empty")
+    channels = _first_conv_channels(model)
+    if channels is not None and x.shape[1] != channels:
+        raise InputError(f"input has {x.shape[1]} channels but the model's first convolution expects {channels}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("input contains NaN or Inf values")
+    return x.detach().to(device=model_device(model), dtype=model_dtype(model))
+
+
+def _class_names(model: nn.Module, class_names: Sequence[str] | None) -> Sequence[str] | None:
+    if class_names is not None:
+        return class_names
+    meta = getattr(model, "cnnlens_meta", None)
+    return getattr(meta, "class_names", None)
+
+
+def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target: TargetSpec = None,
+            layer: str | Sequence[str] | None = None, *, class_names: Sequence[str] | None = None,
+            progress: bool = False, **options: Any) -> Explanation | dict[str, Explanation]:
+    """Explain ``model``'s decision on the batch ``x`` with ``method``.
+
+    target: None (each sample's top-1), an int, a class name, or a per-sample list/tensor.
+    layer: a module name (``"layer3"``, ``"features.29"``), a list of names (returns a dict layer → Explanation), or
+    ``"blocks"`` (the last layer of every block). Methods without a layer (LRP, RISE, SR map) take none.
+    options: method-specific keyword options (see ``cnnlens.method_options(method)``).
+    """
+    spec = get_method(method)
+    spec.check_options(options)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x = validate_input(x, model)
+    names = _class_names(model, class_names)
+    as_dict = isinstance(layer, (list, tuple)) or layer == "blocks"
+    with preserved(model):
+        records = None
+        if spec.layers == "none":
+            if layer is not None:
+                raise LayerError(f"method {spec.name!r} takes no layer (it explains at the input)")
+            layers = None
+        elif layer is None:
+            if spec.layers == "single":
+                records = trace_layers(model, x[:1])
+                layers = [default_layer(model, records)]
+            else:
+                layers = None
+        elif layer == "blocks":
+            records = trace_layers(model, x[:1])
+            layers = block_layers(model, records)
+        else:
+            layers = [layer] if isinstance(layer, str) else list(layer)
+            if not layers:
+                raise LayerError("empty layer list")
+            for name in layers:
+                resolve_module(model, name)
+        req = Request(model, x, target, layers, names, progress, records)
+        if spec.layers == "single" and not spec.multi_layer and layers and len(layers) > 1:
+            outputs = {}
+            for name in layers:
+                req1 = Request(model, x, target, [name], names, progress, records)
+                outputs[name] = spec.fn(req1, **options)
+            results = {name: _to_explanation(spec, out, name, names)[name] for name, out in outputs.items()}
+        else:
+            out = spec.fn(req, **options)
+            results = _to_explanation(spec, out, None if spec.layers == "none" else layers, names)
+    if spec.layers == "single" and as_dict:
+        return results
+    return next(iter(results.values()))
+
+
+def _to_explanation(spec, out, layers, names) -> dict:
+    results = {}
+    for key, m in out.maps.items():
+        if spec.layers == "set":
+            lay = m.extras.get("layers", layers)
+        else:
+            lay = key
+        results[key] = Explanation(heatmap=m.heatmap, raw=m.raw, target=out.targets, method=spec.name, layer=lay,
+                                   logits=None if out.logits is None else out.logits.detach(), class_names=names,
+                                   signed=m.signed, extras=m.extras)
+    return results
+
+
+class _Methods(dict):
+    """``cnnlens.METHODS``: method name → one-line description (loaded lazily)."""
+
+    def _fill(self):
+        if not dict.__len__(self):
+            self.update({n: s.description for n, s in all_methods().items()})
+
+    def __getitem__(self, k):
+        self._fill()
+        return dict.__getitem__(self, k)
+
+    def __iter__(self):
+        self._fill()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._fill()
+        return dict.__len__(self)
+
+    def __contains__(self, k):
+        self._fill()
+        return dict.__contains__(self, k)
+
+    def items(self):
+        self._fill()
+        return dict.items(self)
+
+    def keys(self):
+        self._fill()
+        return dict.keys(self)
+
+    def values(self):
+        self._fill()
+        return dict.values(self)
+
+    def __repr__(self):
+        self._fill()
+        return dict.__repr__(self)
+
+
+METHODS: dict[str, str] = _Methods()
+
+
+def method_options(method: str) -> list[str]:
+    """The keyword options ``explain`` accepts for ``method``."""
+    return get_method(method).option_names()
