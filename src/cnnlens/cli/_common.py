@@ -43,15 +43,23 @@ def check_device(device: str) -> str:
     return device
 
 
-def load_model_quietly(name: str, weights: str | None, device: str):
-    """Load a model; its warnings (e.g. random init) become one line each on stderr."""
+def load_model_quietly(name: str, weights: str | None, device: str, defer: bool = False):
+    """Load a model; its warnings (e.g. random init) become one line each on stderr.
+
+    defer=True: return (model, print_warnings) so a command prints them only once its work has succeeded (an error
+    then stays a single line)."""
     from ..models.zoo import load_model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = load_model(name, weights=weights, device=device)
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            click.echo(f"cnnlens: warning: {w.message}", err=True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+    def print_warnings() -> None:
+        for msg in messages:
+            click.echo(f"cnnlens: warning: {msg}", err=True)
+    if defer:
+        return model, print_warnings
+    print_warnings()
     return model
 
 

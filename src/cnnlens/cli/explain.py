@@ -59,7 +59,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
     layer_arg = None
     if layers:
         layer_arg = layers[0] if len(layers) == 1 else list(layers)
-    model = load_model_quietly(model_name, weights, device)
+    model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
     # Everything is computed before anything is written: a failure leaves no partial output.
     xs = [load_image(src, model, crop=not no_crop) for src in images]
     tgt = parse_target(target)
@@ -67,6 +67,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
     for src, x in progress(zip(images, xs), len(xs), method, len(xs) > 1):
         res = cnnlens.explain(model, x, method, target=tgt, layer=layer_arg, **opts)
         results.append((src, x, res))
+    print_warnings()
     out = Path(out_dir)
     records, seen = [], set()
     names = model.cnnlens_meta.class_names
@@ -114,8 +115,9 @@ def layers_cmd(model_name, weights, show_all):
       cnnlens layers --model resnet50
     """
     from ..models.layers import block_layers, default_layer, trace_layers
-    model = load_model_quietly(model_name, weights, "cpu")
+    model, print_warnings = load_model_quietly(model_name, weights, "cpu", defer=True)
     recs = trace_layers(model)
+    print_warnings()
     default, blocks = default_layer(model, recs), set(block_layers(model, recs))
     click.echo("mark  layer                                    type                      output shape   calls")
     for r in sorted(recs, key=lambda r: r.start):
