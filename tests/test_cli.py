@@ -127,3 +127,12 @@ def test_demo_runs(tmp_path):
     assert res.exit_code == 0, res.output
     assert "espresso" in res.output
     assert (tmp_path / "demo" / "methods_x_images.png").exists()
+
+
+def test_sweep_writes_grid(tmp_path):
+    res = run("sweep", "coffee", "--model", "efficientnet_lite0", "--methods", "grad-cam", "--layers",
+              "blocks.2,bn2", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "sweep_coffee.json").read_text())
+    assert data["layers"] == ["blocks.2", "bn2"] and data["target"] == 967
+    assert (tmp_path / "sweep_coffee.png").exists()
