@@ -186,3 +186,15 @@ def test_plan_cache_reused_and_invalidated():
     assert p2 is not p1
     x = _x(1)
     torch.testing.assert_close(lrp_attribute(model, x, torch.ones(1, 1000, dtype=torch.float64)).logits, model(x))
+
+
+def test_plan_cache_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    lrp_attribute(model, torch.randn(1, 3, 32, 32), torch.ones(1, 1000))
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
