@@ -1,6 +1,8 @@
 """LRP engine cost (lrp_sglrp_clrp.md §10): one epsilon-plus pass on resnet50 and vgg16 (random weights, batch 8,
 224 px, CPU, float32) against zennit 0.5.1's EpsilonPlus with its canonizers and against one plain forward + backward
-(gradient of the summed top logits w.r.t. the input), all in the same run. Each configuration runs in its own
+(gradient of the summed target logits w.r.t. the input only, ``torch.autograd.grad``; and ``fwd+bwd+wgrad``, a
+``.backward()`` that also computes every weight gradient, as ``benchmarks/_timing.forward_backward``), all in the same
+run. Each configuration runs in its own
 subprocess so its peak-RSS increase (resource.getrusage ru_maxrss after − before the timed calls) is its own.
 
     python benchmarks/bench_lrp.py [--models resnet50 vgg16] [--repeat 3] [--batch 8] [--size 224] [--threads 2]
@@ -16,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = ("forward+backward", "cnnlens", "cnnlens-cold", "zennit")
+CONFIGS = ("forward+backward", "fwd+bwd+wgrad", "cnnlens", "cnnlens-cold", "zennit")
 
 
 def _child(model_name: str, config: str, repeat: int, batch: int, size: int, threads: int) -> dict:
@@ -35,6 +37,11 @@ def _child(model_name: str, config: str, repeat: int, batch: int, size: int, thr
             xi = x.detach().requires_grad_()
             score = model(xi).gather(1, target[:, None]).sum()
             torch.autograd.grad(score, xi)
+    elif config == "fwd+bwd+wgrad":  # benchmarks/_timing.forward_backward: .backward() also fills weight grads
+        def run():
+            model.zero_grad(set_to_none=True)
+            xi = x.detach().requires_grad_()
+            model(xi).gather(1, target[:, None]).sum().backward()
     elif config in ("cnnlens", "cnnlens-cold"):
         from cnnlens.lrp import clear_cache, lrp_attribute
 
@@ -95,9 +102,12 @@ def main() -> None:
             rows[config] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"\n{model_name}:")
         base = rows.get("forward+backward")
+        base_w = rows.get("fwd+bwd+wgrad")
         zen = rows.get("zennit")
         for config, r in rows.items():
             ratio_fb = f"{r['median_s'] / base['median_s']:5.2f}x fwd+bwd" if base else ""
+            if base_w:
+                ratio_fb += f" {r['median_s'] / base_w['median_s']:5.2f}x fwd+bwd+wgrad"
             ratio_z = f"{r['median_s'] / zen['median_s']:5.2f}x zennit" if zen else ""
             print(f"  {config:<17} {r['median_s']:8.3f} s  {ratio_fb}  {ratio_z}  peak RSS +{r['extra_peak_mib']:6.0f} MiB"
                   f"  (times {', '.join(f'{t:.2f}' for t in r['times'])})")
