@@ -198,3 +198,16 @@ def test_plan_cache_does_not_keep_the_model_alive():
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_per_node_conservation_report():
+    """Bias-free dtd on resnet18: every node hands on exactly the relevance it receives (spec §1.4)."""
+    from cnnlens.lrp import conservation
+    model = _model("resnet18")
+    rows = conservation(model, _x(1), torch.randn(1, 1000, dtype=torch.float64,
+                                                  generator=torch.Generator().manual_seed(9)), "dtd")
+    kinds = {r["kind"] for r in rows}
+    assert {"linear", "add", "maxpool", "avgpool", "act", "route"} <= kinds
+    for r in rows:
+        if r["kind"] != "input":
+            torch.testing.assert_close(r["in"], r["out"], rtol=1e-9, atol=1e-12, msg=r["node"])

@@ -181,6 +181,10 @@ def _act_forward(m: nn.Module) -> Callable[[Tensor], Tensor]:
         return lambda x: x
     if not _is_activation_module(m):
         raise UnsupportedOperationError(f"activation {type(m).__name__} has no LRP rule")
+    if type(m) is nn.ReLU:
+        return torch.relu
+    if type(m) is nn.ReLU6:
+        return F.relu6
     if getattr(m, "inplace", False):
         return lambda x: m(x.clone())
     return m
