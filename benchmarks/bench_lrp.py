@@ -3,9 +3,10 @@
 (gradient of the summed target logits w.r.t. the input only, ``torch.autograd.grad``; and ``fwd+bwd+wgrad``, a
 ``.backward()`` that also computes every weight gradient, as ``benchmarks/_timing.forward_backward``), all in the same
 run. Each configuration runs in its own
-subprocess so its peak-RSS increase (resource.getrusage ru_maxrss after − before the timed calls) is its own.
+subprocess for the memory figure (resource.getrusage ru_maxrss after − before one pass); times are taken round-robin
+in one process so that load from other processes hits every configuration alike.
 
-    python benchmarks/bench_lrp.py [--models resnet50 vgg16] [--repeat 3] [--batch 8] [--size 224] [--threads 2]
+    python benchmarks/bench_lrp.py [--models resnet50 vgg16] [--repeat 3] [--batch 8] [--size 224] [--threads 2]\n                                   [--configs ...] [--no-memory]
 """
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ from pathlib import Path
 CONFIGS = ("forward+backward", "fwd+bwd+wgrad", "cnnlens", "cnnlens-cold", "zennit")
 
 
-def _child(model_name: str, config: str, repeat: int, batch: int, size: int, threads: int) -> dict:
+def _runner(model_name: str, config: str, batch: int, size: int):
+    """A no-argument callable doing one pass of ``config`` (each config gets its own model copy)."""
     import torch
     import torchvision
-    torch.set_num_threads(threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     torch.manual_seed(0)
     model = getattr(torchvision.models, model_name)().eval()
-    x = torch.randn(batch, 3, size, size)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         target = model(x).argmax(1)
     r0 = torch.nn.functional.one_hot(target, 1000).float()
@@ -62,16 +63,34 @@ def _child(model_name: str, config: str, repeat: int, batch: int, size: int, thr
             attributor(x.detach().requires_grad_(), attr_output=r0)
     else:
         raise SystemExit(f"unknown config {config}")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # torch + model + input
-    run()  # warm-up
-    times = []
+    return run
+
+
+def _interleaved(model_name: str, configs, repeat: int, batch: int, size: int, threads: int) -> dict:
+    """Time every config round-robin in one process, so load from other processes hits all of them alike."""
+    import torch
+    torch.set_num_threads(threads)
+    runs = {c: _runner(model_name, c, batch, size) for c in configs}
+    for run in runs.values():
+        run()  # warm-up
+    times: dict = {c: [] for c in configs}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
+        for c, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[c].append(time.perf_counter() - t0)
+    return {c: {"median_s": statistics.median(t), "times": t} for c, t in times.items()}
+
+
+def _child(model_name: str, config: str, batch: int, size: int, threads: int) -> dict:
+    """Peak-RSS increase of one pass of ``config`` over torch + model + input, in a fresh process."""
+    import torch
+    torch.set_num_threads(threads)
+    run = _runner(model_name, config, batch, size)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"median_s": statistics.median(times), "times": times, "peak_rss_mib": after / 1024,
-            "extra_peak_mib": (after - before) / 1024}
+    return {"extra_peak_mib": (after - before) / 1024}
 
 
 def main() -> None:
@@ -82,24 +101,25 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-config peak-RSS subprocesses")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child[0], args.child[1], args.repeat, args.batch, args.size, args.threads)))
+        print(json.dumps(_child(args.child[0], args.child[1], args.batch, args.size, args.threads)))
         return
-    print(f"LRP epsilon-plus, batch {args.batch}, {args.size} px, CPU, float32, {args.threads} threads, "
-          f"median of {args.repeat} after 1 warm-up; peak RSS increase over torch+model+input, each config in its own "
-          f"process")
+    print(f"LRP epsilon-plus, batch {args.batch}, {args.size} px, CPU, float32, {args.threads} threads; time: median of "
+          f"{args.repeat} round-robin repeats after 1 warm-up, all configs in one process; memory: peak-RSS increase of "
+          f"one pass over torch+model+input(+one no-grad forward), each config in its own process")
     for model_name in args.models:
-        rows = {}
+        rows = _interleaved(model_name, args.configs, args.repeat, args.batch, args.size, args.threads)
         for config in args.configs:
-            out = subprocess.run([sys.executable, __file__, "--child", model_name, config, "--repeat", str(args.repeat),
-                                  "--batch", str(args.batch), "--size", str(args.size), "--threads",
-                                  str(args.threads)], capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"  {model_name} {config}: failed\n{out.stderr[-2000:]}")
+            if args.no_memory:
                 continue
-            rows[config] = json.loads(out.stdout.strip().splitlines()[-1])
+            out = subprocess.run([sys.executable, __file__, "--child", model_name, config, "--batch", str(args.batch),
+                                  "--size", str(args.size), "--threads", str(args.threads)], capture_output=True,
+                                 text=True)
+            if out.returncode == 0:
+                rows[config].update(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"\n{model_name}:")
         base = rows.get("forward+backward")
         base_w = rows.get("fwd+bwd+wgrad")
@@ -109,8 +129,9 @@ def main() -> None:
             if base_w:
                 ratio_fb += f" {r['median_s'] / base_w['median_s']:5.2f}x fwd+bwd+wgrad"
             ratio_z = f"{r['median_s'] / zen['median_s']:5.2f}x zennit" if zen else ""
-            print(f"  {config:<17} {r['median_s']:8.3f} s  {ratio_fb}  {ratio_z}  peak RSS +{r['extra_peak_mib']:6.0f} MiB"
-                  f"  (times {', '.join(f'{t:.2f}' for t in r['times'])})")
+            mem = f"peak RSS +{r['extra_peak_mib']:6.0f} MiB" if "extra_peak_mib" in r else ""
+            print(f"  {config:<17} {r['median_s']:8.3f} s  {ratio_fb}  {ratio_z}  {mem}"
+                  f"  (times {', '.join(f'{t:.2f}' for t in r['times'])})", flush=True)
 
 
 if __name__ == "__main__":
