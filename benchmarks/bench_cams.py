@@ -1,0 +1,153 @@
+"""Benchmarks of the CAM baselines and Relevance-CAM (CPU by default; run: python benchmarks/bench_cams.py).
+
+Each figure is the median of a few repeats after one warm-up and is printed as a ratio to its peer:
+  gradcam   Grad-CAM, resnet50, batch 8, 224 px: cnnlens vs pytorch-grad-cam GradCAM (target ≤ 0.5×) and vs one plain
+            forward+backward (parameters requiring grad, loss.backward()).
+  scorecam  Score-CAM (variant="gc", equal maps), resnet18, 112 px, layer4 (512 channels), one image: cnnlens vs
+            pytorch-grad-cam ScoreCAM (target ≤ 0.6×).
+  rcam      Relevance-CAM, resnet50, batch 8: the 4-layer sweep (layer1-4) vs one single-layer call at layer4
+            (target ≤ 1.15×) and Relevance-CAM vs Grad-CAM at layer4 (target ≤ 2×).
+Random weights (timing does not depend on them). Options: --only gradcam,scorecam,rcam --repeats N --device cpu|cuda.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torchvision
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+import cnnlens  # noqa: E402
+
+
+def timeit(fn, repeats: int, device: str) -> float:
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _trainable_copy(model):
+    m2 = copy.deepcopy(model).eval()
+    for p in m2.parameters():
+        p.requires_grad_(True)
+    return m2
+
+
+def bench_gradcam(repeats: int, device: str) -> None:
+    from pytorch_grad_cam import GradCAM
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval().to(device)
+    frozen = model.requires_grad_(False)
+    x = torch.randn(8, 3, 224, 224, device=device)
+    oracle_model = _trainable_copy(model)
+
+    def ours():
+        return cnnlens.explain(frozen, x, "grad-cam", layer="layer4")
+
+    def theirs():
+        with GradCAM(model=oracle_model, target_layers=[oracle_model.layer4]) as cam:
+            return cam(input_tensor=x, targets=None)
+
+    def plain():
+        oracle_model.zero_grad(set_to_none=True)
+        logits = oracle_model(x)
+        logits.max(dim=1).values.sum().backward()
+
+    t_ours, t_gc, t_fb = (timeit(f, repeats, device) for f in (ours, theirs, plain))
+    print(f"[gradcam] resnet50 b8 224px {device}: cnnlens {t_ours:.3f}s | pytorch-grad-cam {t_gc:.3f}s | "
+          f"plain fwd+bwd {t_fb:.3f}s")
+    print(f"[gradcam] ratio cnnlens / pytorch-grad-cam = {t_ours / t_gc:.2f}x (target <= 0.5x); "
+          f"cnnlens / plain fwd+bwd = {t_ours / t_fb:.2f}x")
+
+
+def bench_scorecam(repeats: int, device: str) -> None:
+    from pytorch_grad_cam import ScoreCAM
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval().to(device).requires_grad_(False)
+    x = torch.randn(1, 3, 112, 112, device=device)
+    oracle_model = _trainable_copy(model)
+    out = {}
+
+    def ours():
+        out["ours"] = cnnlens.explain(model, x, "score-cam", layer="layer4", variant="gc", batch_size=128)
+
+    def theirs():
+        with ScoreCAM(model=oracle_model, target_layers=[oracle_model.layer4]) as cam:
+            cam.batch_size = 128
+            out["gc"] = cam(input_tensor=x, targets=None)
+
+    import contextlib
+    import io
+    with contextlib.redirect_stderr(io.StringIO()):  # pytorch-grad-cam's own tqdm bars
+        t_ours = timeit(ours, repeats, device)
+        t_gc = timeit(theirs, repeats, device)
+    raw = torch.relu(out["ours"].raw.float().cpu())
+    flat = raw.reshape(1, -1)
+    cam = ((flat - flat.min()) / (flat.max() - flat.min() + 1e-7)).reshape(raw.shape)
+    cam = F.interpolate(cam[:, None], size=(112, 112), mode="bilinear", align_corners=False)[:, 0]
+    cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+    err = (cam - torch.from_numpy(out["gc"])).abs().max().item()
+    print(f"[scorecam] resnet18 112px layer4 (512 ch) b1 {device}, chunks of 128: cnnlens {t_ours:.3f}s | "
+          f"pytorch-grad-cam {t_gc:.3f}s | max |map diff| {err:.2e}")
+    print(f"[scorecam] ratio cnnlens / pytorch-grad-cam = {t_ours / t_gc:.2f}x (target <= 0.6x)")
+
+
+def bench_rcam(repeats: int, device: str) -> None:
+    if "relevance-cam" not in cnnlens.METHODS:
+        print("[rcam] relevance-cam is not available on this branch; skipped")
+        return
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval().to(device).requires_grad_(False)
+    x = torch.randn(8, 3, 224, 224, device=device)
+    layers = ["layer1", "layer2", "layer3", "layer4"]
+
+    def sweep():
+        return cnnlens.explain(model, x, "relevance-cam", layer=layers)
+
+    def single():
+        return cnnlens.explain(model, x, "relevance-cam", layer="layer4")
+
+    def single_l1():
+        return cnnlens.explain(model, x, "relevance-cam", layer="layer1")
+
+    def gradcam():
+        return cnnlens.explain(model, x, "grad-cam", layer="layer4")
+
+    t_sweep, t_single, t_l1, t_gc = (timeit(f, repeats, device) for f in (sweep, single, single_l1, gradcam))
+    print(f"[rcam] resnet50 b8 224px {device}: sweep layer1-4 {t_sweep:.3f}s | layer4 {t_single:.3f}s | "
+          f"layer1 {t_l1:.3f}s | Grad-CAM layer4 {t_gc:.3f}s")
+    print(f"[rcam] ratio sweep(4 layers) / single layer1 (same backward depth) = {t_sweep / t_l1:.2f}x (target <= 1.15x)")
+    print(f"[rcam] ratio sweep(4 layers) / single layer4 = {t_sweep / t_single:.2f}x; "
+          f"4 separate calls would be {(t_single + t_l1) / t_single:.2f}x+ (layer1 + layer4 alone)")
+    print(f"[rcam] ratio Relevance-CAM / Grad-CAM at layer4 = {t_single / t_gc:.2f}x (target <= 2x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="gradcam,scorecam,rcam")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
+    benches = {"gradcam": bench_gradcam, "scorecam": bench_scorecam, "rcam": bench_rcam}
+    for name in args.only.split(","):
+        benches[name.strip()](args.repeats, args.device)
+
+
+if __name__ == "__main__":
+    main()
