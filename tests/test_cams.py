@@ -114,6 +114,7 @@ def test_gradient_cams_equal_pytorch_grad_cam(method, arch, layer, resnet18, vgg
     ref = run_oracle(method, model, x, layer)
     assert ours.shape == ref.shape
     err = (ours - ref).abs().max().item()
+    print(f"\n{method} {arch} {layer}: max |ours - pytorch-grad-cam| = {err:.2e}")
     assert err <= 1e-5, err
     # the display map itself (exact min-max) differs from the oracle only by its 1e-7 guards
     assert torch.isfinite(e.heatmap).all() and e.heatmap.min() >= 0 and e.heatmap.max() <= 1
@@ -147,6 +148,7 @@ def test_score_cam_gc_equals_pytorch_grad_cam(arch, layer, size, n, resnet18, vg
     ours = gc_normalise(e.raw, (size, size))
     ref = run_oracle("score-cam", model, x, layer)
     err = (ours - ref).abs().max().item()
+    print(f"\nscore-cam gc {arch} {layer}: max |ours - pytorch-grad-cam| = {err:.2e}")
     assert err <= 1e-5, err
 
 
@@ -173,7 +175,9 @@ def test_closed_forms_at_layer4(resnet18):
     for method, exp in expected.items():
         raw = cnnlens.explain(resnet18, x, method, layer="layer4").raw
         scale = exp.abs().max()
-        assert ((raw - exp).abs().max() / scale).item() <= 2e-6, method
+        rel = ((raw - exp).abs().max() / scale).item()
+        print(f"\nclosed form {method} resnet18 layer4: max rel err {rel:.2e}")
+        assert rel <= 2e-6, method
     # Grad-CAM++ closed form without the guard, when g is large enough for it not to matter
     ratio = torch.relu(w) / (2 + abar * w)
     assert torch.isfinite(ratio).all()
@@ -230,7 +234,9 @@ def test_score_cam_paper_equals_naive_float64_loop(layer, mask_space, baseline):
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     for i in range(3):
         ref = naive_score_cam(model, x[i:i + 1], layer, int(e.target[i]), mask_space, baseline, mean, std)
-        assert (e.heatmap[i] - ref).abs().max().item() <= 1e-10
+        err = (e.heatmap[i] - ref).abs().max().item()
+        print(f"\nscore-cam paper layer {layer} {mask_space}/{baseline} sample {i}: fp64 err {err:.2e}")
+        assert err <= 1e-10
     # the float32 run against the float64 oracle
     e32 = cnnlens.explain(model, x.float(), "score-cam", layer=layer, mask_space=mask_space, baseline=baseline)
     ref0 = naive_score_cam(model, x[:1], layer, int(e32.target[0]), mask_space, baseline, mean, std)

@@ -76,6 +76,7 @@ def test_closed_form_resnet18_layer4(dtype, tol, r18, r18_64):
     e = cnnlens.explain(model, x, "relevance-cam", layer="layer4")
     exp, alpha = closed_form_layer4(model, x)
     rel = ((e.raw - exp).abs().max() / exp.abs().max()).item()
+    print(f"\nrelevance-cam closed form resnet18 layer4 {dtype}: max rel err {rel:.2e}")
     assert rel <= tol, rel
     assert torch.allclose(e.extras["channel_weights"], alpha, rtol=tol * 10, atol=tol * alpha.abs().max().item())
     # the paper mode: init z_t·(e_t − (1−e_t)/(C−1)), sum weights, bias-free convs (ResNet convs have none)
@@ -94,6 +95,7 @@ def test_closed_form_resnet50_layer4():
     e = cnnlens.explain(model, x, "relevance-cam", layer="layer4")
     exp, _ = closed_form_layer4(model, x)
     rel = ((e.raw - exp).abs().max() / exp.abs().max()).item()
+    print(f"\nrelevance-cam closed form resnet50 layer4 fp32: max rel err {rel:.2e}")
     assert rel <= 1e-6, rel
 
 
@@ -350,3 +352,49 @@ def test_class_sensitivity_on_a_two_photo_collage():
     for side in (0, 1):
         assert shares["relevance-cam", side, "bn2"] >= 0.9
         assert shares["relevance-cam", side, "blocks.2"] >= 0.55
+
+
+def test_equals_zennit_at_every_block(r18_64):
+    """§7.5: zennit 0.5.1 oracle with conv_bias="none": Conv2d/Linear → ZPlus(zero_params='bias'), ReLU and BN →
+    Pass, AdaptiveAvgPool and the residual Sum → Norm, exact-zero stabiliser; only the BasicBlock canonizer (the Sum);
+    relevance read at the layer outputs as retained gradients. float64, ≤ 1e-10 relative."""
+    pytest.importorskip("zennit")
+    from zennit.attribution import Gradient
+    from zennit.composites import LayerMapComposite, layer_map_base
+    from zennit.rules import ZPlus
+    from zennit.torchvision import ResNetBasicBlockCanonizer
+    from zennit.types import Convolution
+
+    def exact_zero(z):
+        return torch.where(z == 0, torch.ones_like(z), z)
+
+    composite = LayerMapComposite(layer_map=layer_map_base(exact_zero) + [
+        (Convolution, ZPlus(stabilizer=exact_zero, zero_params="bias")),
+        (nn.Linear, ZPlus(stabilizer=exact_zero, zero_params="bias"))], canonizers=[ResNetBasicBlockCanonizer()])
+    torch.manual_seed(13)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ours = cnnlens.explain(r18_64, x, "relevance-cam", layer=LAYERS, conv_bias="none")
+    model = copy.deepcopy(r18_64)
+    stored = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            output.retain_grad()
+            stored[name] = output
+        return hook
+    handles = [getattr(model, n).register_forward_hook(keep(n)) for n in LAYERS]
+    with torch.no_grad():
+        logits = r18_64(x)
+    rho = initial_relevance(logits, logits.argmax(1), "reference")
+    try:
+        with Gradient(model=model, composite=composite) as attributor:
+            attributor(x.clone().requires_grad_(), attr_output=rho)
+    finally:
+        for h in handles:
+            h.remove()
+    for n in LAYERS:
+        r = stored[n].grad
+        exp = torch.einsum("nk,nkhw->nhw", r.mean(dim=(2, 3)), stored[n].detach())
+        rel = ((ours[n].raw - exp).abs().max() / exp.abs().max()).item()
+        print(f"\nrelevance-cam vs zennit resnet18 {n} fp64: max rel err {rel:.2e}")
+        assert rel <= 1e-10, (n, rel)
