@@ -7,7 +7,8 @@ Each figure is the median of a few repeats after one warm-up and is printed as a
             pytorch-grad-cam ScoreCAM (target ≤ 0.6×).
   rcam      Relevance-CAM, resnet50, batch 8: the 4-layer sweep (layer1-4) vs one single-layer call at layer4
             (target ≤ 1.15×) and Relevance-CAM vs Grad-CAM at layer4 (target ≤ 2×).
-Random weights (timing does not depend on them). Options: --only gradcam,scorecam,rcam --repeats N --device cpu|cuda.
+Random weights (timing does not depend on them). Options: --only gradcam,scorecam,rcam --repeats N --device cpu|cuda
+--threads N --clock cpu|wall (default: one thread, CPU time, which other processes on a shared machine do not distort).
 """
 from __future__ import annotations
 
@@ -25,10 +26,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import cnnlens  # noqa: E402
 
 
+CLOCK = {"clock": time.perf_counter}
+
+
 def time_all(fns, repeats: int, device: str) -> list[float]:
     """Median seconds of each fn, measured round-robin (one warm-up each, then ``repeats`` rounds alternating the
     functions), so that load from other processes on a shared machine affects every contestant alike. The minimum of
-    each is printed too (the least disturbed run)."""
+    each is printed too (the least disturbed run). The clock is wall time or this process's CPU time (--clock)."""
+    clock = CLOCK["clock"]
     def sync():
         if device == "cuda":
             torch.cuda.synchronize()
@@ -38,10 +43,10 @@ def time_all(fns, repeats: int, device: str) -> list[float]:
     times = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             sync()
-            times[i].append(time.perf_counter() - t0)
+            times[i].append(clock() - t0)
     print("    min: " + ", ".join(f"{fn.__name__} {min(t):.3f}s" for fn, t in zip(fns, times)))
     return [statistics.median(t) for t in times]
 
@@ -156,8 +161,17 @@ def main() -> None:
     ap.add_argument("--only", default="gradcam,scorecam,rcam")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: with --clock cpu the figures do not depend on other load)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="cpu = this process's CPU time (robust on a shared machine, use with --threads 1); wall = "
+                         "elapsed time (use on a dedicated machine or GPU)")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        args.clock = "wall"
+    CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, clock {args.clock}")
     benches = {"gradcam": bench_gradcam, "scorecam": bench_scorecam, "rcam": bench_rcam}
     for name in args.only.split(","):
         benches[name.strip()](args.repeats, args.device)
