@@ -382,3 +382,31 @@ def test_score_cam_chunking_and_progress(capsys):
     assert "score-cam 5" in capsys.readouterr().err
     with pytest.raises(MethodError):
         cnnlens.explain(_SMALL, x, "score-cam", layer="5", variant="nope")
+
+
+class _ViewNet(nn.Module):
+    """Flattens its feature map with .view, which a channels_last tensor rejects."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(13)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.fc = nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        f = self.features(x)
+        return self.fc(f.view(f.shape[0], -1))
+
+
+def test_score_cam_memory_formats():
+    torch.manual_seed(14)
+    x = torch.randn(2, 3, 16, 16)
+    ref = cnnlens.explain(_SMALL, x, "score-cam", layer="5", memory_format="contiguous")
+    for fmt in ("auto", "channels_last"):
+        e = cnnlens.explain(_SMALL, x, "score-cam", layer="5", memory_format=fmt)
+        assert (e.heatmap - ref.heatmap).abs().max().item() <= 1e-5
+    net = _ViewNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    a = cnnlens.explain(net, x, "score-cam", layer="features.1")          # falls back to contiguous
+    b = cnnlens.explain(net, x, "score-cam", layer="features.1", memory_format="contiguous")
+    assert torch.equal(a.heatmap, b.heatmap)

@@ -46,7 +46,8 @@ def _scores(logits: torch.Tensor, targets: torch.Tensor, variant: str) -> torch.
           "2020)", multi_layer=True)
 def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", mask_space: str = "normalized",
               batch_size: int = 64, relu: bool = True, normalize: str | None = None,
-              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> MethodOutput:
+              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+              memory_format: str = "auto") -> MethodOutput:
     """Score-CAM at every requested layer (one capturing forward, then the masked forwards of each layer).
 
     variant: "paper" (default, the official code d312f14): masks = min-max(Up(A_k)), bilinear align_corners=False;
@@ -62,6 +63,9 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
     batch_size: masked inputs per forward (memory ∝ batch_size, not to the number of channels).
     relu: ReLU on the map. normalize: None (the variant's order), "before_resize" or "after_resize".
     mean, std: the model's input normalisation for mask_space="raw" (default: model.cnnlens_meta, else ImageNet).
+    memory_format: layout of the masked inputs: "auto" (channels_last, ≈1.4× faster convolutions on CPU; falls back
+      to contiguous if the model's forward rejects it, e.g. a ``.view`` on a feature map), "channels_last" or
+      "contiguous". Only float rounding differs.
     The returned ``raw`` is the low-resolution map Σ_k w_k A_k (ReLU'd when relu=True); extras["channel_scores"] holds
     the (N,K) weights per layer (0 for skipped channels under "paper").
     """
@@ -73,6 +77,8 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
         raise MethodError(f"mask_space must be 'normalized' or 'raw', got {mask_space!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise MethodError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if memory_format not in ("auto", "channels_last", "contiguous"):
+        raise MethodError(f"memory_format must be 'auto', 'channels_last' or 'contiguous', got {memory_format!r}")
     if normalize is None:
         normalize = "after_resize" if variant == "paper" else "before_resize"
     if normalize not in ("before_resize", "after_resize"):
@@ -100,14 +106,36 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
             all_idx = torch.arange(x.shape[0], device=x.device)
             base_scores = _scores(model(masked(all_idx, torch.zeros_like(x[:, :1]))), targets, variant)
 
+        forward = _MaskedForward(model, memory_format)
         maps = {}
         for name in layers:
             a = acts[name]
             if a.dim() != 4:
                 raise LayerError(f"layer {name!r} outputs shape {tuple(a.shape)}; a CAM needs a (N,C,h,w) feature map")
-            maps[name] = _layer_map(model, a, targets, masked, base_scores, variant, baseline, batch_size, relu,
+            maps[name] = _layer_map(forward, a, targets, masked, base_scores, variant, baseline, batch_size, relu,
                                     normalize, size, req.progress, name)
     return MethodOutput(maps=maps, targets=targets, logits=logits.detach())
+
+
+class _MaskedForward:
+    """Runs the model on a chunk of masked inputs in the chosen memory format ("auto": channels_last, and contiguous
+    for the rest of the call if the model raises on a channels_last input)."""
+
+    def __init__(self, model, memory_format: str) -> None:
+        self.model = model
+        self.mode = memory_format
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.mode == "contiguous" or inputs.dim() != 4:
+            return self.model(inputs)
+        cl = inputs.contiguous(memory_format=torch.channels_last)
+        if self.mode == "channels_last":
+            return self.model(cl)
+        try:
+            return self.model(cl)
+        except RuntimeError:
+            self.mode = "contiguous"
+            return self.model(inputs.contiguous())
 
 
 def _layer_map(model, a, targets, masked, base_scores, variant, baseline, batch_size, relu, normalize, size, progress,
