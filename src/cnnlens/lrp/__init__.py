@@ -8,11 +8,11 @@ relevance, in one forward and one relevance pass.
 from __future__ import annotations
 
 from .composites import COMPOSITES, Composite, composite_options, default_bounds, get_composite
-from .engine import LRPResult, lrp_attribute
+from .engine import LRPResult, conservation, lrp_attribute
 from .graph import clear_cache, get_plan
 from .rules import (AlphaBeta, Epsilon, Flat, Gamma, LinearRule, Norm, Pass, Rule, Stabilizer, WSquare, ZBox,
                     ZPlus)
 
 __all__ = ["COMPOSITES", "AlphaBeta", "Composite", "Epsilon", "Flat", "Gamma", "LRPResult", "LinearRule", "Norm",
-           "Pass", "Rule", "Stabilizer", "WSquare", "ZBox", "ZPlus", "clear_cache", "composite_options",
+           "Pass", "Rule", "Stabilizer", "WSquare", "ZBox", "ZPlus", "clear_cache", "composite_options", "conservation",
            "default_bounds", "get_composite", "get_plan", "lrp_attribute"]

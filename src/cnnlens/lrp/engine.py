@@ -77,13 +77,13 @@ def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevan
             raise InputError(f"initial relevance has shape {tuple(r0.shape)}, logits have {tuple(logits.shape)}")
         r0 = r0.detach().to(dtype=logits.dtype, device=logits.device)
         stop = min((plan.index[n] for n in layer_nodes.values()), default=0) if not input_relevance else 0
-        rel = relevance_pass(plan, vals, r0, comp, stop, set(layer_nodes.values()))
+        rel = relevance_pass(plan, vals, r0, comp, stop, set(layer_nodes.values()), free=True)
     out = LRPResult(logits=logits.detach(), input=None, initial=r0)
     if input_relevance:
         inp = plan.input_nodes[0]
         out.input = rel.get(inp, torch.zeros_like(x))
     for name, node in layer_nodes.items():
-        act = vals[node]
+        act = vals[node]  # kept by the relevance pass
         out.activations[name] = act.detach()
         out.relevance[name] = rel.get(node, torch.zeros_like(act))
     return out
@@ -92,7 +92,8 @@ def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevan
 # --------------------------------------------------------------------------------------------- relevance pass
 
 def relevance_pass(plan: Plan, vals: dict, r0: Tensor, comp: Composite, stop: int = 0,
-                   keep: set | frozenset = frozenset()) -> dict[fx.Node, Tensor]:
+                   keep: set | frozenset = frozenset(), on_step: Callable | None = None,
+                   free: bool = False) -> dict[fx.Node, Tensor]:
     """Propagate ``r0`` from the output down to node index ``stop``; return {node: relevance at its output} for the
     input node and the nodes in ``keep`` (other relevances are freed as soon as they are consumed)."""
     rel: dict[fx.Node, Tensor] = {}
@@ -112,9 +113,15 @@ def relevance_pass(plan: Plan, vals: dict, r0: Tensor, comp: Composite, stop: in
             continue
         if step.node in keep:
             rel[step.node] = r  # a requested layer: keep its relevance
-        for node, r_in in _propagate(plan, step, vals, r, comp, first_node):
+        contributions = _propagate(plan, step, vals, r, comp, first_node)
+        if on_step is not None:
+            on_step(step, r, contributions)
+        for node, r_in in contributions:
             prev = rel.get(node)
             rel[node] = r_in if prev is None else prev + r_in
+        if free and step.node not in keep:  # every user of this value has been processed: free it (as autograd)
+            vals.pop(step.node, None)
+            vals.pop(("indices", step.node), None)
     return rel
 
 
@@ -258,3 +265,25 @@ def _avgpool(step: Step, vals: dict, r: Tensor, comp: Composite) -> Tensor:
     def pool_vjp(s):
         return _vjp(pool, [x], s)[0]
     return rule.pool(x, vals[step.node], r, pool_vjp, pool)
+
+
+def conservation(model: nn.Module, x: Tensor, initial_relevance: InitialRelevance,
+                 composite: str | Composite = "epsilon-plus", **composite_options: Any) -> list[dict]:
+    """Per-node conservation check (spec §1.4): for every node of the relevance pass, Σ R at its output and Σ R it
+    hands to its inputs, per sample. Rows: {"node", "module", "kind", "out": (N,), "in": (N,)} in backward order."""
+    comp = get_composite(composite, model, **composite_options)
+    plan = get_plan(model, comp.bn)
+    rows: list[dict] = []
+
+    def record(step, r, contributions):
+        n = r.shape[0]
+        total = sum((c.reshape(n, -1).sum(1) for _, c in contributions), torch.zeros(n, dtype=r.dtype,
+                                                                                        device=r.device))
+        rows.append({"node": step.node.name, "module": step.module_name, "kind": step.kind,
+                     "out": r.reshape(n, -1).sum(1), "in": total})
+    with torch.no_grad():
+        vals = plan.forward(x.detach())
+        logits = vals[plan.output.node]
+        r0 = initial_relevance(logits) if callable(initial_relevance) else initial_relevance
+        relevance_pass(plan, vals, r0.to(logits), comp, 0, frozenset(), record)
+    return rows

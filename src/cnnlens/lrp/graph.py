@@ -181,6 +181,10 @@ def _act_forward(m: nn.Module) -> Callable[[Tensor], Tensor]:
         return lambda x: x
     if not _is_activation_module(m):
         raise UnsupportedOperationError(f"activation {type(m).__name__} has no LRP rule")
+    if type(m) is nn.ReLU:
+        return torch.relu
+    if type(m) is nn.ReLU6:
+        return F.relu6
     if getattr(m, "inplace", False):
         return lambda x: m(x.clone())
     return m
@@ -254,7 +258,10 @@ class Plan:
                 raise UnsupportedOperationError(
                     f"cannot trace {type(model).__name__} with torch.fx for LRP ({type(err).__name__}: {err})") from err
         self.module_outputs = tracer.module_outputs
-        self.modules = dict(model.named_modules())
+        del tracer  # it references the root model; the cache must hold the model only weakly
+        # submodules only (not the root): the plan is a value in a WeakKeyDictionary keyed by the model
+        self.modules = {name: m for name, m in model.named_modules() if name}
+        self._root = weakref.ref(model)
         self.steps: list[Step] = []
         self.index: dict[fx.Node, int] = {}
         for node in self.graph.nodes:
@@ -395,7 +402,7 @@ class Plan:
     def layer_node(self, name: str) -> fx.Node:
         nodes = self.module_outputs.get(name)
         if nodes is None:
-            if name in self.modules and name:
+            if name in self.modules:
                 raise LayerError(f"layer {name!r} is not called in the model's forward pass")
             from ..errors import suggest
             raise LayerError(f"model has no layer {name!r}.{suggest(name, [n for n in self.modules if n])}")
@@ -416,7 +423,7 @@ class Plan:
             elif kind == "output":
                 vals[node] = fx.node.map_arg(node.args[0], load)
             elif kind == "const":
-                vals[node] = _get_attr(self.modules, node.target)
+                vals[node] = _get_attr({"": self._root(), **self.modules}, node.target)
             elif kind == "linear":
                 inp = vals[step.inputs[0]]
                 vals[node] = step.layer.fwd(inp, step.layer.weight, step.layer.bias)
