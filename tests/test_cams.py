@@ -1,0 +1,412 @@
+"""CAM baselines (cams.md): Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM, Score-CAM.
+
+Oracles: pytorch-grad-cam 1.5.7 (§4.1, same normalisation applied to our raw maps), the closed forms at a
+GAP→Linear head (§4.3), a naive float64 per-channel Score-CAM loop (§4.4), and the properties of §4.5.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import cnnlens
+from cnnlens.errors import LayerError, MethodError, TargetError
+from cnnlens.ops import minmax
+
+pgc = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+GRADIENT_CAMS = ["grad-cam", "grad-cam++", "xgrad-cam", "layer-cam"]
+ORACLES = {"grad-cam": "GradCAM", "grad-cam++": "GradCAMPlusPlus", "xgrad-cam": "XGradCAM", "layer-cam": "LayerCAM",
+           "score-cam": "ScoreCAM"}
+
+
+def _model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return _model("resnet18")
+
+
+@pytest.fixture(scope="module")
+def vgg11():
+    return _model("vgg11")
+
+
+_ORACLE_COPIES: dict[int, nn.Module] = {}
+
+
+def _oracle_copy(model: nn.Module) -> nn.Module:
+    """One trainable copy per model for pytorch-grad-cam (it writes parameter gradients); the original stays frozen."""
+    if id(model) not in _ORACLE_COPIES:
+        m2 = copy.deepcopy(model).eval()
+        for p in m2.parameters():
+            p.requires_grad_(True)
+        _ORACLE_COPIES[id(model)] = m2
+    return _ORACLE_COPIES[id(model)]
+
+
+def _small_cnn(seed: int = 12) -> nn.Module:
+    """A small VGG-like net (BN, in-place ReLU, max-pool) for the many-forward Score-CAM checks."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(16, 24, 3, padding=1),
+                        nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 2.0)
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def _gc_scale(cam: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's scale_cam_image: per sample (x − min) / (max(x − min) + 1e-7)."""
+    flat = cam.reshape(cam.shape[0], -1)
+    flat = flat - flat.min(dim=1, keepdim=True).values
+    flat = flat / (1e-7 + flat.max(dim=1, keepdim=True).values)
+    return flat.reshape(cam.shape)
+
+
+def gc_normalise(raw: torch.Tensor, size) -> torch.Tensor:
+    """Our raw low-res map through pytorch-grad-cam's single-layer post-processing: ReLU, scale, cv2 bilinear resize
+    (= torch align_corners=False), ReLU, mean over the one layer, scale again."""
+    cam = _gc_scale(torch.relu(raw.float()))
+    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return _gc_scale(torch.relu(cam))
+
+
+def run_oracle(method: str, model: nn.Module, x: torch.Tensor, layer: str, targets=None):
+    """pytorch-grad-cam on a separate copy of the model (it needs requires_grad params and runs loss.backward)."""
+    m2 = _oracle_copy(model)
+    cls = getattr(pgc, ORACLES[method])
+    module = dict(m2.named_modules())[layer]
+    tg = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
+    with cls(model=m2, target_layers=[module]) as cam:
+        if method == "score-cam":
+            cam.batch_size = 64
+        out = cam(input_tensor=x.clone(), targets=tg)
+    return torch.from_numpy(out)
+
+
+_SMALL = _small_cnn()
+
+
+# --------------------------------------------------------------------------- pytorch-grad-cam oracle (§4.1)
+@pytest.mark.parametrize("method", GRADIENT_CAMS)
+@pytest.mark.parametrize("arch,layer", [("resnet18", "layer4"), ("resnet18", "layer3"), ("vgg11", "features.19"),
+                                        ("vgg11", "features.14")])
+def test_gradient_cams_equal_pytorch_grad_cam(method, arch, layer, resnet18, vgg11):
+    model = {"resnet18": resnet18, "vgg11": vgg11}[arch]
+    torch.manual_seed(1)
+    size = 64 if arch == "resnet18" else 32
+    x = torch.randn(2, 3, size, size)
+    e = cnnlens.explain(model, x, method, layer=layer)
+    ours = gc_normalise(e.raw, (size, size))
+    ref = run_oracle(method, model, x, layer)
+    assert ours.shape == ref.shape
+    err = (ours - ref).abs().max().item()
+    print(f"\n{method} {arch} {layer}: max |ours - pytorch-grad-cam| = {err:.2e}")
+    assert err <= 1e-5, err
+    # the display map itself (exact min-max) differs from the oracle only by its 1e-7 guards
+    assert torch.isfinite(e.heatmap).all() and e.heatmap.min() >= 0 and e.heatmap.max() <= 1
+
+
+@pytest.mark.parametrize("method", GRADIENT_CAMS)
+def test_gradient_cam_weights_equal_pytorch_grad_cam(method, resnet18):
+    """Channel weights (or the element-wise map for Layer-CAM) from identical activations/gradients (§4.1a)."""
+    from cnnlens.methods import grad_cam, grad_cam_pp, layer_cam, xgrad_cam
+    fn = {"grad-cam": grad_cam.grad_cam_map, "grad-cam++": grad_cam_pp.grad_cam_pp_map,
+          "xgrad-cam": xgrad_cam.xgrad_cam_map, "layer-cam": layer_cam.layer_cam_map}[method]
+    torch.manual_seed(2)
+    a = torch.rand(2, 8, 5, 5, dtype=torch.float64) * (torch.rand(2, 8, 1, 1, dtype=torch.float64) > 0.2)
+    g = torch.randn(2, 8, 5, 5, dtype=torch.float64) * 0.3
+    g[0, 3] = 0.0
+    cam = getattr(pgc, ORACLES[method])
+    obj = cam.__new__(cam)
+    obj.activations_and_grads = type("NoHooks", (), {"release": lambda self: None})()
+    ref = obj.get_cam_image(None, None, None, a.numpy(), g.numpy(), False)
+    ours = fn(a, g)
+    assert torch.allclose(ours, torch.from_numpy(ref), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("arch,layer,size,n", [("resnet18", "layer2", 32, 1), ("vgg11", "features.4", 32, 1),
+                                                ("small", "5", 16, 2)])
+def test_score_cam_gc_equals_pytorch_grad_cam(arch, layer, size, n, resnet18, vgg11):
+    model = {"resnet18": resnet18, "vgg11": vgg11, "small": _SMALL}[arch]
+    torch.manual_seed(3)
+    x = torch.randn(n, 3, size, size)
+    e = cnnlens.explain(model, x, "score-cam", layer=layer, variant="gc", batch_size=48)
+    ours = gc_normalise(e.raw, (size, size))
+    ref = run_oracle("score-cam", model, x, layer)
+    err = (ours - ref).abs().max().item()
+    print(f"\nscore-cam gc {arch} {layer}: max |ours - pytorch-grad-cam| = {err:.2e}")
+    assert err <= 1e-5, err
+
+
+# --------------------------------------------------------------------------- closed forms (§4.3)
+def test_closed_forms_at_layer4(resnet18):
+    """layer4 → GAP → fc: ∂y_c/∂A_kij = w_ck/(hw) everywhere."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = nn.Sequential(*list(resnet18.children())[:-2])(x)
+        logits = resnet18(x)
+    t = logits.argmax(1)
+    w = resnet18.fc.weight[t].detach()[:, :, None, None]        # (N,K,1,1)
+    hw = feats.shape[-1] * feats.shape[-2]
+    abar = feats.mean(dim=(2, 3), keepdim=True)
+    g = w / hw
+    expected = {
+        "grad-cam": torch.relu((w * feats).sum(1)) / hw,
+        "xgrad-cam": torch.relu((w * feats).sum(1)) / hw,
+        "layer-cam": torch.relu((torch.relu(w) * feats).sum(1)) / hw,
+        # w_k = ReLU(w_ck)/(2 + ā_k·w_ck) up to pytorch-grad-cam's 1e-6 guard, kept exactly here
+        "grad-cam++": torch.relu((torch.relu(g) * hw * g * g / (2 * g * g + hw * abar * g ** 3 + 1e-6) * feats).sum(1)),
+    }
+    for method, exp in expected.items():
+        raw = cnnlens.explain(resnet18, x, method, layer="layer4").raw
+        scale = exp.abs().max()
+        rel = ((raw - exp).abs().max() / scale).item()
+        print(f"\nclosed form {method} resnet18 layer4: max rel err {rel:.2e}")
+        assert rel <= 2e-6, method
+    # Grad-CAM++ closed form without the guard, when g is large enough for it not to matter
+    ratio = torch.relu(w) / (2 + abar * w)
+    assert torch.isfinite(ratio).all()
+
+
+# --------------------------------------------------------------------------- Score-CAM paper variant (§4.4)
+def naive_score_cam(model, x, layer, target, mask_space="normalized", baseline="none", mean=None, std=None):
+    """The official code, one image, one channel at a time, float64."""
+    model = copy.deepcopy(model).double().eval()
+    x = x.double()
+    store = {}
+    h = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: store.__setitem__("a", o.clone()))
+    with torch.no_grad():
+        model(x)
+        h.remove()
+        a = store["a"]
+        H, W = x.shape[-2:]
+        total = torch.zeros(1, 1, H, W, dtype=torch.float64)
+        if mask_space == "raw":
+            mean_t = torch.tensor(mean, dtype=torch.float64).reshape(-1, 1, 1)
+            std_t = torch.tensor(std, dtype=torch.float64).reshape(-1, 1, 1)
+            img = x * std_t + mean_t
+
+            def masked(m):
+                return (img * m - mean_t) / std_t
+        else:
+            def masked(m):
+                return x * m
+        base = F.softmax(model(masked(torch.zeros_like(x))), dim=1)[0, target]
+        for k in range(a.shape[1]):
+            sal = F.interpolate(a[:, k:k + 1], size=(H, W), mode="bilinear", align_corners=False)
+            if sal.max() == sal.min():
+                continue
+            norm = (sal - sal.min()) / (sal.max() - sal.min())
+            s = F.softmax(model(masked(norm)), dim=1)[0, target]
+            if baseline == "subtract":
+                s = s - base
+            total += s * sal
+        total = F.relu(total)
+        if total.max() == total.min():
+            return torch.zeros(H, W, dtype=torch.float64)
+        return ((total - total.min()) / (total.max() - total.min()))[0, 0]
+
+
+@pytest.mark.parametrize("layer", ["2", "5", "7"])
+@pytest.mark.parametrize("mask_space,baseline", [("normalized", "none"), ("raw", "subtract")])
+def test_score_cam_paper_equals_naive_float64_loop(layer, mask_space, baseline):
+    model = _SMALL
+    torch.manual_seed(5)
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    model64 = copy.deepcopy(model).double()
+    e = cnnlens.explain(model64, x, "score-cam", layer=layer, batch_size=5, mask_space=mask_space,
+                        baseline=baseline)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for i in range(3):
+        ref = naive_score_cam(model, x[i:i + 1], layer, int(e.target[i]), mask_space, baseline, mean, std)
+        err = (e.heatmap[i] - ref).abs().max().item()
+        print(f"\nscore-cam paper layer {layer} {mask_space}/{baseline} sample {i}: fp64 err {err:.2e}")
+        assert err <= 1e-10
+    # the float32 run against the float64 oracle
+    e32 = cnnlens.explain(model, x.float(), "score-cam", layer=layer, mask_space=mask_space, baseline=baseline)
+    ref0 = naive_score_cam(model, x[:1], layer, int(e32.target[0]), mask_space, baseline, mean, std)
+    assert (e32.heatmap[0].double() - ref0).abs().max().item() <= 1e-5
+
+
+def test_score_cam_single_channel_is_minmax_of_activation():
+    """§4.4: a one-channel layer gives display map = min-max(Up(A)) when its score s > 0."""
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(3, 1, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(1, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    e = cnnlens.explain(net, x, "score-cam", layer="1")
+    with torch.no_grad():
+        a = torch.relu(net[0](x))
+    up = F.interpolate(a, size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(e.heatmap, minmax(up), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- properties (§4.5)
+ALL = GRADIENT_CAMS + ["score-cam"]
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_batch_equals_one_by_one(method, resnet18):
+    torch.manual_seed(7)
+    model, x, layer, opts = resnet18, torch.randn(3, 3, 32, 32), "layer3", {}
+    if method == "score-cam":
+        model, x, layer, opts = _SMALL, torch.randn(3, 3, 16, 16), "5", {"batch_size": 10}
+    e = cnnlens.explain(model, x, method, target=[1, 2, 3], layer=layer, **opts)
+    for i in range(3):
+        e1 = cnnlens.explain(model, x[i:i + 1], method, target=i + 1, layer=layer, **opts)
+        assert torch.allclose(e.raw[i], e1.raw[0], rtol=1e-5, atol=1e-7 * e1.raw.abs().max().item())
+        assert (e.heatmap[i] - e1.heatmap[0]).abs().max().item() <= 1e-5
+
+
+def _snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {n: m.training for n, m in model.named_modules()},
+            {n: p.requires_grad for n, p in model.named_parameters()},
+            sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()))
+
+
+def _assert_untouched(model, snap):
+    state, training, rg, hooks = snap
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert {n: m.training for n, m in model.named_modules()} == training
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == rg
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules()) == hooks
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_model_untouched_and_no_param_grad(method):
+    model = _model("resnet18", seed=8)
+    model.train()
+    model.layer1.requires_grad_(False)
+    snap = _snapshot(model)
+    x = torch.randn(2, 3, 32, 32)
+    opts = {"variant": "gc"} if method == "score-cam" else {}
+    cnnlens.explain(model, x, method, layer="layer4", **opts)
+    _assert_untouched(model, snap)
+    # failure in the middle of the forward (reused module) and after it (bad target)
+    with pytest.raises(LayerError):
+        cnnlens.explain(model, x, method, layer="layer1.0.relu", **opts)
+    _assert_untouched(model, snap)
+    with pytest.raises(TargetError):
+        cnnlens.explain(model, x, method, target=5000, layer="layer4", **opts)
+    _assert_untouched(model, snap)
+
+
+def _tiny(dead: bool = False, zero_head: bool = False) -> nn.Module:
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5)).eval()
+    with torch.no_grad():
+        if dead:      # every channel of layer "3" dead: all-zero activations
+            net[2].bias.fill_(-100.0)
+        else:         # two dead channels
+            net[2].bias[:2] = -100.0
+        if zero_head:
+            net[6].weight.zero_()
+    return net
+
+
+@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("case", ["dead_channels", "all_dead", "zero_gradient", "constant_input"])
+def test_nan_safety(method, case):
+    net = _tiny(dead=case == "all_dead", zero_head=case == "zero_gradient")
+    x = torch.zeros(2, 3, 8, 8) if case == "constant_input" else torch.randn(2, 3, 8, 8)
+    opts_list = [{"variant": "paper"}, {"variant": "gc"}, {"baseline": "subtract", "mask_space": "raw"}] \
+        if method == "score-cam" else [{}, {"relu": False}, {"normalize": "after_resize"}]
+    for opts in opts_list:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            e = cnnlens.explain(net, x, method, layer="3", **opts)
+        assert torch.isfinite(e.raw).all() and torch.isfinite(e.heatmap).all(), opts
+        assert e.heatmap.min() >= 0 and e.heatmap.max() <= 1
+        if case in ("all_dead", "zero_gradient") and not (method == "score-cam" and case == "zero_gradient"):
+            assert (e.heatmap == 0).all(), opts
+    if case == "zero_gradient" and method != "score-cam":
+        with pytest.warns(RuntimeWarning, match="gradient of the target score is zero"):
+            cnnlens.explain(net, x, method, layer="3")
+
+
+def test_grad_cam_pp_dead_gradient_channel_is_zero_not_nan():
+    from cnnlens.methods.grad_cam_pp import grad_cam_pp_map
+    a = torch.rand(1, 3, 4, 4)
+    g = torch.randn(1, 3, 4, 4)
+    g[0, 1] = 0
+    a[0, 2] = 0
+    assert torch.isfinite(grad_cam_pp_map(a, g)).all()
+
+
+# --------------------------------------------------------------------------- Layer-CAM fusion, Score-CAM memory
+def test_layer_cam_fusion(resnet18):
+    torch.manual_seed(10)
+    x = torch.randn(2, 3, 64, 64)
+    out = cnnlens.explain(resnet18, x, "layer-cam", layer=["layer2", "layer3", "layer4"], fuse=True)
+    raws = [out[n].raw for n in ["layer2", "layer3", "layer4"]]
+
+    def scaled(r, tanh):
+        m = r / r.reshape(r.shape[0], -1).amax(1).reshape(-1, 1, 1)
+        m = torch.tanh(2 * m) if tanh else m
+        return F.interpolate(m[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+    fused = torch.stack([scaled(raws[0], True), scaled(raws[1], True), scaled(raws[2], False)]).amax(0)
+    assert torch.allclose(out["fused"].raw, fused, atol=1e-6)
+    assert out["fused"].heatmap.shape == (2, 64, 64)
+    assert out["fused"].extras["layers"] == ["layer2", "layer3", "layer4"]
+    single = cnnlens.explain(resnet18, x, "layer-cam", layer="layer3")
+    assert torch.allclose(out["layer3"].heatmap, single.heatmap, atol=1e-6)
+
+
+def test_score_cam_chunking_and_progress(capsys):
+    torch.manual_seed(11)
+    x = torch.randn(2, 3, 16, 16)
+    for variant in ("paper", "gc"):
+        a = cnnlens.explain(_SMALL, x, "score-cam", layer="5", batch_size=256, variant=variant)
+        b = cnnlens.explain(_SMALL, x, "score-cam", layer="5", batch_size=3, progress=True, variant=variant)
+        assert torch.allclose(a.heatmap, b.heatmap, atol=1e-6)
+    assert "score-cam 5" in capsys.readouterr().err
+    with pytest.raises(MethodError):
+        cnnlens.explain(_SMALL, x, "score-cam", layer="5", variant="nope")
+
+
+class _ViewNet(nn.Module):
+    """Flattens its feature map with .view, which a channels_last tensor rejects."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(13)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.fc = nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        f = self.features(x)
+        return self.fc(f.view(f.shape[0], -1))
+
+
+def test_score_cam_memory_formats():
+    torch.manual_seed(14)
+    x = torch.randn(2, 3, 16, 16)
+    ref = cnnlens.explain(_SMALL, x, "score-cam", layer="5", memory_format="contiguous")
+    for fmt in ("auto", "channels_last"):
+        e = cnnlens.explain(_SMALL, x, "score-cam", layer="5", memory_format=fmt)
+        assert (e.heatmap - ref.heatmap).abs().max().item() <= 1e-5
+    net = _ViewNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    a = cnnlens.explain(net, x, "score-cam", layer="features.1")          # falls back to contiguous
+    b = cnnlens.explain(net, x, "score-cam", layer="features.1", memory_format="contiguous")
+    assert torch.equal(a.heatmap, b.heatmap)
