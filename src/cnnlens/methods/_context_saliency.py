@@ -29,7 +29,9 @@ Memory and speed (the cost model, ``sr_map.md`` §7): the query × candidate dis
 queries are processed in chunks of at most ``chunk_elements`` distances (default 2^23 ≈ 32 MB in float32), with
 d_color² = ‖p‖² + ‖q‖² − 2⟨p, q⟩ from one batched matmul (``torch.baddbmm``) and ``torch.topk`` per chunk. The image
 planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). The top-K is
-selected on d² (monotone in d) and the square root taken on the K survivors only. Full fidelity at 250 px costs
+selected on d² (monotone in d); the K kept distances are then recomputed exactly from the patch differences (K·D
+extra work per query, < 1 % of the matmul), so near-identical patches do not suffer the cancellation of the expanded
+form. Full fidelity at 250 px costs
 ≈ 1.2·10¹¹ multiply-adds (tens of seconds on a small CPU, well under a second on a GPU); ``query_stride > 1`` evaluates
 the queries on a coarser grid (centres of s×s blocks) and resizes the scale map bilinearly — an approximation (s² fewer
 queries), off by default.
@@ -67,8 +69,8 @@ def rgb_to_lab(rgb: torch.Tensor, white: str = "D65") -> torch.Tensor:
     m = torch.tensor(_RGB_TO_XYZ[white], dtype=rgb.dtype, device=rgb.device)
     xyz = torch.einsum("kc,nchw->nkhw", m, lin)
     xyz = xyz / torch.tensor(_WHITE[white], dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    eps = (6.0 / 29.0) ** 3
-    f = torch.where(xyz > eps, xyz.clamp_min(eps).pow(1.0 / 3.0), xyz / (3 * (6.0 / 29.0) ** 2) + 4.0 / 29.0)
+    # CIE f(t) with skimage's rounded constants (0.008856, 7.787) so that D65 output equals skimage.color.rgb2lab
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(0.008856).pow(1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
     fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
     return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=1)
 
@@ -278,15 +280,19 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, 
     for a in range(0, p, rows):                       # chunks of queries: the P×Q matrix is never materialised
         b = min(p, a + rows)
         d2 = torch.baddbmm(qq[:, a:b, None] + cc[:, None, :], q[:, a:b], cand_t, alpha=-2.0).clamp_min_(0)
-        wpos = torch.cdist(qpos[a:b], cpos).mul_(c).add_(1.0).reciprocal_().square_()    # 1/(1+c·d_pos)², (p,Q)
-        d2.mul_(wpos)
+        wpos = torch.cdist(qpos[a:b], cpos).mul_(c).add_(1.0).reciprocal_()    # 1/(1 + c·d_pos), (p,Q)
+        d2.mul_(wpos.square())                        # d² = d_color²/(1 + c·d_pos)²: same order as d
         if self_index is not None:
             idx = self_index[a:b]
             hit = (idx >= 0).nonzero().squeeze(1)
             if hit.numel():
                 d2[:, hit, idx[hit]] = float("inf")
-        best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).values
-        out[:, a:b] = best.sqrt().mean(-1)
+        best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).indices               # (N,p,K)
+        # the K kept distances recomputed exactly from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
+        picked = cand[torch.arange(n, device=q.device)[:, None, None], best]                 # (N,p,K,D)
+        dcol = (q[:, a:b, None, :] - picked).norm(dim=-1)
+        wk = wpos.expand(n, -1, -1).gather(2, best)
+        out[:, a:b] = (dcol * wk).mean(-1)
     return out
 
 
