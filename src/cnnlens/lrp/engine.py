@@ -1,0 +1,260 @@
+"""``lrp_attribute``: one forward that records every node's value, then one relevance pass backwards through the traced
+graph (lrp_sglrp_clrp.md §1, §10; contract in the module docstring of ``cnnlens.lrp``).
+
+Each node's rule maps the relevance at its output to its inputs with explicit tensor code (re-evaluating a conv with
+modified weights where a rule needs it, and ``aten.convolution_backward`` for the input-vjp); no autograd graph of the
+whole model is built and no hook is ever registered on the user's model. Relevance reaching a node from several users is
+summed, so residual branches and DenseNet concatenations need no per-architecture code. The relevance at any requested
+module output is read as the pass goes by.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, Union
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError, LayerError, UnsupportedOperationError
+from .composites import Composite, get_composite
+from .graph import Plan, Step, get_plan, maxpool_params
+
+InitialRelevance = Union[Tensor, Callable[[Tensor], Tensor]]
+
+
+@dataclass
+class LRPResult:
+    """Output of :func:`lrp_attribute`.
+
+    logits: (N, C) detached logits of the single forward pass. input: (N, C_in, H, W) relevance at the input, or None
+    when ``input_relevance=False``. relevance: layer name → relevance at that module's output. activations: layer name →
+    that module's output (detached). initial: the (N, C) initial relevance used.
+    """
+    logits: Tensor
+    input: Tensor | None
+    relevance: dict[str, Tensor] = field(default_factory=dict)
+    activations: dict[str, Tensor] = field(default_factory=dict)
+    initial: Tensor | None = None
+
+
+def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevance,
+                  composite: str | Composite = "epsilon-plus", layers: Sequence[str] = (), *,
+                  input_relevance: bool = True, **composite_options: Any) -> LRPResult:
+    """LRP relevance of ``model`` on ``x`` at the input and at every module in ``layers``, from one forward and one
+    relevance pass.
+
+    initial_relevance: a (N, classes) tensor, or a callable ``logits -> (N, classes)`` evaluated on this call's logits.
+    composite: a name from ``COMPOSITES`` or a :class:`Composite`; ``composite_options`` are passed to
+    :func:`get_composite` (e.g. ``low``/``high`` zB bounds, ``epsilon``, ``conv_bias``, ``bn``, ``maxpool``).
+    input_relevance: False stops the pass at the shallowest requested layer (``res.input`` is then None).
+    The user's model is never modified (a cached, traced and BN-folded plan holds detached parameter references).
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise InputError("x must be a floating-point tensor")
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(dict.fromkeys(layers))
+    if not input_relevance and not layers:
+        raise LayerError("input_relevance=False needs at least one layer")
+    comp = get_composite(composite, model, **composite_options)
+    plan = get_plan(model, comp.bn)
+    layer_nodes = {name: plan.layer_node(name) for name in layers}
+    with torch.no_grad():
+        vals = plan.forward(x.detach())
+        logits = vals[plan.output.node]
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            raise UnsupportedOperationError(
+                f"LRP needs a model returning (N, classes) logits, got {type(logits).__name__}"
+                f"{'' if not isinstance(logits, Tensor) else ' of shape ' + str(tuple(logits.shape))}")
+        r0 = initial_relevance(logits.detach()) if callable(initial_relevance) else initial_relevance
+        if not isinstance(r0, Tensor):
+            raise InputError(f"initial relevance must be a tensor, got {type(r0).__name__}")
+        if tuple(r0.shape) != tuple(logits.shape):
+            raise InputError(f"initial relevance has shape {tuple(r0.shape)}, logits have {tuple(logits.shape)}")
+        r0 = r0.detach().to(dtype=logits.dtype, device=logits.device)
+        stop = min((plan.index[n] for n in layer_nodes.values()), default=0) if not input_relevance else 0
+        rel = relevance_pass(plan, vals, r0, comp, stop, set(layer_nodes.values()))
+    out = LRPResult(logits=logits.detach(), input=None, initial=r0)
+    if input_relevance:
+        inp = plan.input_nodes[0]
+        out.input = rel.get(inp, torch.zeros_like(x))
+    for name, node in layer_nodes.items():
+        act = vals[node]
+        out.activations[name] = act.detach()
+        out.relevance[name] = rel.get(node, torch.zeros_like(act))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- relevance pass
+
+def relevance_pass(plan: Plan, vals: dict, r0: Tensor, comp: Composite, stop: int = 0,
+                   keep: set | frozenset = frozenset()) -> dict[fx.Node, Tensor]:
+    """Propagate ``r0`` from the output down to node index ``stop``; return {node: relevance at its output} for the
+    input node and the nodes in ``keep`` (other relevances are freed as soon as they are consumed)."""
+    rel: dict[fx.Node, Tensor] = {}
+    out_step = plan.output
+    out_arg = out_step.node.args[0]
+    if not isinstance(out_arg, fx.Node):
+        raise UnsupportedOperationError("LRP needs a model whose forward returns one tensor")
+    rel[out_arg] = r0
+    first_types = comp.first_types
+    first_node = None
+    if comp.first is not None:
+        first_node = plan.first_conv if first_types == ("conv",) else plan.first_linear
+    for i in range(len(plan.steps) - 1, stop, -1):
+        step = plan.steps[i]
+        r = rel.pop(step.node, None) if step.kind != "input" else None
+        if r is None:
+            continue
+        if step.node in keep:
+            rel[step.node] = r  # a requested layer: keep its relevance
+        for node, r_in in _propagate(plan, step, vals, r, comp, first_node):
+            prev = rel.get(node)
+            rel[node] = r_in if prev is None else prev + r_in
+    return rel
+
+
+def _propagate(plan: Plan, step: Step, vals: dict, r: Tensor, comp: Composite, first_node) -> list[tuple[fx.Node, Tensor]]:
+    kind = step.kind
+    node = step.node
+    if kind in ("act", "pass", "identity"):
+        if kind == "act":
+            rule = comp.override(step.module_name, None) or comp.activation
+            r = rule.relevance(vals[step.inputs[0]], r)
+        return [(step.inputs[0], r)]
+    if kind == "linear":
+        layer = step.layer
+        src = step.inputs[0]
+        rule = comp.linear_rule(step.module_name, layer.module_class, layer.is_conv, node is first_node)
+        nonneg = plan.step_of[src].nonneg
+        return [(src, rule.relevance(layer, vals[src], vals[node], r, nonneg))]
+    if kind == "bn":
+        rule = comp.override(step.module_name, None) or comp.bn_rule
+        return [(step.inputs[0], rule.relevance(vals[step.inputs[0]], r))]
+    if kind == "add":
+        xs = [vals[a] for a in node.args]
+        parts = comp.norm.split_add(xs, vals[node], r)
+        return [(a, _unbroadcast(p, vals[a].shape)) for a, p in zip(node.args, parts) if isinstance(vals[a], Tensor)]
+    if kind == "cat":
+        tensors = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        sizes = [vals[t].shape[dim] for t in tensors]
+        return list(zip(tensors, torch.split(r, sizes, dim=dim)))
+    if kind == "route":
+        return _route(step, vals, r)
+    if kind == "maxpool":
+        return [(step.inputs[0], _maxpool(step, vals, r, comp))]
+    if kind == "avgpool":
+        return [(step.inputs[0], _avgpool(step, vals, r, comp))]
+    if kind in ("const", "meta", "input"):
+        return []
+    raise UnsupportedOperationError(f"LRP has no rule for node {node.name} ({kind})")  # pragma: no cover
+
+
+def _unbroadcast(r: Tensor, shape) -> Tensor:
+    if tuple(r.shape) == tuple(shape):
+        return r
+    while r.dim() > len(shape):
+        r = r.sum(0)
+    for d, s in enumerate(shape):
+        if s == 1 and r.shape[d] != 1:
+            r = r.sum(d, keepdim=True)
+    return r
+
+
+def _vjp(fn: Callable, inputs: list[Tensor], grad: Tensor) -> tuple:
+    with torch.enable_grad():
+        xs = [t.detach().requires_grad_() for t in inputs]
+        out = fn(*xs)
+        return torch.autograd.grad(out, xs, grad, allow_unused=True)
+
+
+def _call(step: Step, vals: dict, override: dict[fx.Node, Tensor]) -> Tensor:
+    node = step.node
+
+    def load(n):
+        return override.get(n, vals[n])
+    args = fx.node.map_arg(node.args, load)
+    kwargs = fx.node.map_arg(node.kwargs, load)
+    return step.fwd(*args, **kwargs)
+
+
+def _route(step: Step, vals: dict, r: Tensor):
+    node = step.node
+    tensor_inputs = [n for n in step.inputs if isinstance(vals[n], Tensor)]
+    if len(tensor_inputs) == 1:
+        src = tensor_inputs[0]
+        x = vals[src]
+        if r.numel() == x.numel() and step.fwd is not None and (
+                node.target in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
+                or node.target in ("view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous", "view_as",
+                                   "reshape_as") or node.op == "call_module"):
+            return [(src, r.reshape(x.shape))]
+
+    def fn(*xs):
+        return _call(step, vals, dict(zip(tensor_inputs, xs)))
+    grads = _vjp(fn, [vals[n] for n in tensor_inputs], r)
+    return [(n, g) for n, g in zip(tensor_inputs, grads) if g is not None]
+
+
+def _maxpool(step: Step, vals: dict, r: Tensor, comp: Composite) -> Tensor:
+    src = step.inputs[0]
+    x = vals[src]
+    idx = vals[("indices", step.node)]
+    if comp.maxpool == "wta":  # gradient routing: overlapping windows sum
+        flat = torch.zeros(x.shape[:2] + (x[0, 0].numel(),), dtype=r.dtype, device=r.device)
+        flat.scatter_add_(2, idx.flatten(2), r.flatten(2))
+        return flat.view_as(x)
+    params = maxpool_params(step)
+    if comp.maxpool == "unpool_overwrite":
+        if x.dim() != 4 or "kernel_size" not in params:
+            raise UnsupportedOperationError("maxpool='unpool_overwrite' supports 2-d MaxPool2d only")
+        s = r / (vals[step.node] + comp.maxpool_eps)
+        unpooled = torch.zeros(x.shape[:2] + (x[0, 0].numel(),), dtype=r.dtype, device=r.device)
+        unpooled.scatter_(2, idx.flatten(2), s.flatten(2))  # overwrite where windows share an argmax
+        return x * unpooled.view_as(x)
+    # "split": equal split among tied maxima of each window
+    if x.dim() != 4 or "kernel_size" not in params:
+        raise UnsupportedOperationError("maxpool='split' supports 2-d MaxPool2d only")
+    return _maxpool_split(x, vals[step.node], r, params)
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _maxpool_split(x: Tensor, out: Tensor, r: Tensor, p: dict) -> Tensor:
+    k, d, pad = _pair(p["kernel_size"]), _pair(p.get("dilation", 1)), _pair(p.get("padding", 0))
+    s = _pair(p.get("stride") or p["kernel_size"])
+    n, c, h, w = x.shape
+    oh, ow = out.shape[-2:]
+    # pad with -inf (never a maximum), extra bottom/right padding for ceil_mode windows
+    need_h = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1
+    need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
+    xp = F.pad(x, (pad[1], max(need_w - w - pad[1], pad[1]), pad[0], max(need_h - h - pad[0], pad[0])),
+               value=float("-inf"))
+    cols = F.unfold(xp.reshape(n * c, 1, *xp.shape[-2:]), k, dilation=d, stride=s)  # (NC, k*k, L)
+    cols = cols[..., : oh * ow]
+    ties = (cols == out.reshape(n * c, 1, oh * ow)).to(r.dtype)
+    share = ties / ties.sum(1, keepdim=True).clamp(min=1)
+    contrib = share * r.reshape(n * c, 1, oh * ow)
+    folded = F.fold(contrib, xp.shape[-2:], k, dilation=d, stride=s)
+    folded = folded.reshape(n, c, *xp.shape[-2:])
+    return folded[..., pad[0]:pad[0] + h, pad[1]:pad[1] + w]
+
+
+def _avgpool(step: Step, vals: dict, r: Tensor, comp: Composite) -> Tensor:
+    rule = comp.override(step.module_name, None) or comp.avgpool
+    src = step.inputs[0]
+    x = vals[src]
+
+    def pool(t):
+        return _call(step, vals, {src: t})
+
+    def pool_vjp(s):
+        return _vjp(pool, [x], s)[0]
+    return rule.pool(x, vals[step.node], r, pool_vjp, pool)
