@@ -326,3 +326,131 @@ def test_sr_map_output_sizes():
     assert out["sr_map_working"].shape == (1, 40, 40)
     out = sr_map_from_relevance(r, working_size=40, output_size=None, K=16)
     assert out["sr_map"].shape == (1, 40, 40)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Step 1 through the LRP engine (§1, §6.4), the registered method, the CLI and the figure
+# --------------------------------------------------------------------------------------------------------------------
+
+lrp = pytest.importorskip("cnnlens.lrp", reason="the LRP engine (branch lrp) is not merged")
+if not hasattr(lrp, "lrp_attribute"):   # pragma: no cover
+    pytest.skip("cnnlens.lrp has no lrp_attribute yet (branch lrp not merged)", allow_module_level=True)
+
+import cnnlens  # noqa: E402
+from conftest import assert_untouched, snapshot  # noqa: E402
+
+SMALL = dict(working_size=48, K=16)
+
+
+class _TinyNet(torch.nn.Module):
+    """conv-relu-maxpool ×2 → linear-relu-linear; ``overlap`` uses AlexNet's overlapping 3×3/2 pooling."""
+
+    def __init__(self, overlap: bool = False, size: int = 48):
+        super().__init__()
+        pool = (lambda: torch.nn.MaxPool2d(3, 2)) if overlap else (lambda: torch.nn.MaxPool2d(2, 2))
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), pool(),
+                                            torch.nn.Conv2d(6, 8, 3, padding=1), torch.nn.ReLU(), pool())
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, 3, size, size)).numel()
+        self.classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(flat, 12),
+                                              torch.nn.ReLU(), torch.nn.Linear(12, 5))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def _logit_onehot(z):
+    return z * F.one_hot(z.argmax(1), z.shape[1]).to(z.dtype)
+
+
+def test_method_uses_the_sr_reference_lrp_map_and_the_argmax_logit():
+    torch.manual_seed(0)
+    net = _TinyNet()
+    net.train()                       # explain evaluates in eval mode and restores the flag
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    before = snapshot(net)
+    e = cnnlens.explain(net, x, "sr-map", **SMALL)
+    assert_untouched(net, before)
+    net.eval()
+    ref = lrp.lrp_attribute(net, x, _logit_onehot, "sr-reference")
+    assert torch.equal(e.target, ref.logits.argmax(1))
+    assert torch.allclose(e.extras["lrp_map"], ref.input, rtol=1e-5, atol=1e-7 * float(ref.input.abs().max()))
+    want = sr_map_from_relevance(ref.input, **SMALL)
+    assert torch.allclose(e.raw, want["sr_map"], atol=1e-5)
+    assert e.raw.shape == (2, 48, 48) and e.heatmap.shape == (2, 48, 48)
+    assert float(e.heatmap.amin()) == 0.0 and float(e.heatmap.amax()) == 1.0
+    att = e.extras["attention_areas"]
+    assert att.dtype == torch.bool and att.shape == (2, 48, 48) and att.any()
+    assert e.extras["settings"]["composite"] == "sr-reference"
+
+
+def test_explicit_target_and_other_composite():
+    torch.manual_seed(0)
+    net = _TinyNet().eval()
+    x = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    e = cnnlens.explain(net, x, "sr-map", target=3, composite="epsilon-plus", **SMALL)
+    ref = lrp.lrp_attribute(net, x, lambda z: z * F.one_hot(torch.tensor([3]), z.shape[1]).to(z.dtype),
+                            "epsilon-plus")
+    assert int(e.target[0]) == 3
+    assert torch.allclose(e.extras["lrp_map"], ref.input, rtol=1e-5, atol=1e-7 * float(ref.input.abs().max()))
+
+
+def test_lrp_step_matches_zennit_sr_rules():
+    """§6.4: conv LRP-0 with bias ≡ zennit Epsilon with an unsigned +1e-9 callable stabiliser; linear z⁺ without bias ≡
+    ZPlus(zero_params='bias') with the same stabiliser; max-pool plain gradient (non-overlapping)."""
+    zc = pytest.importorskip("zennit.composites")
+    zr = pytest.importorskip("zennit.rules")
+    za = pytest.importorskip("zennit.attribution")
+    torch.manual_seed(0)
+    net = _TinyNet(size=16).double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    stab = lambda z: z + 1e-9  # noqa: E731
+    comp = zc.LayerMapComposite([(torch.nn.Conv2d, zr.Epsilon(epsilon=stab)),
+                                 (torch.nn.Linear, zr.ZPlus(stabilizer=stab, zero_params="bias"))])
+    with za.Gradient(net, comp) as attributor:
+        logits, want = attributor(x, _logit_onehot)
+    e = cnnlens.explain(net, x, "sr-map", working_size=32, K=8)
+    got = e.extras["lrp_map"]
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+
+
+def test_reference_mode_overwrites_only_for_overlapping_pools():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 16, 16)
+    plain = _TinyNet(size=16).eval()
+    a = cnnlens.explain(plain, x, "sr-map", working_size=32, K=8)
+    b = cnnlens.explain(plain, x, "sr-map", mode="reference", working_size=32, K=8)
+    assert torch.allclose(a.extras["lrp_map"], b.extras["lrp_map"])          # 2×2/2 pools: unaffected
+    assert b.extras["settings"]["encoding"] == "rgb_jpeg"
+    overlap = _TinyNet(overlap=True, size=16).eval()
+    a = cnnlens.explain(overlap, x, "sr-map", working_size=32, K=8)
+    b = cnnlens.explain(overlap, x, "sr-map", mode="reference", working_size=32, K=8)
+    assert not torch.allclose(a.extras["lrp_map"], b.extras["lrp_map"])
+    with pytest.raises(MethodError, match="maxpool"):
+        cnnlens.explain(plain, x, "sr-map", mode="reference", composite="epsilon-plus")
+
+
+def test_sr_map_figure_writes_png_atomically(tmp_path):
+    from cnnlens.viz.sr_map import sr_map_figure
+    torch.manual_seed(0)
+    net = _TinyNet().eval()
+    x = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    e = cnnlens.explain(net, x, "sr-map", **SMALL)
+    img = (x[0] - x[0].min()) / (x[0].max() - x[0].min())
+    path = sr_map_figure(img, e, tmp_path / "fig" / "sr.png", title="sr-map")
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["sr.png"]     # no temporary file left
+    with pytest.raises(ValueError, match="sr-map"):
+        sr_map_figure(img, cnnlens.explain(net, x, "grad-cam", layer="features.3"), tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_cli_explain_sr_map(tmp_path):
+    from click.testing import CliRunner
+    from cnnlens.cli import main
+    res = CliRunner().invoke(main, ["explain", "chelsea", "--model", "vgg11", "--method", "sr-map",
+                                    "--option", "working_size=48", "--option", "K=16", "--out", str(tmp_path)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    pngs = list(tmp_path.glob("*.png"))
+    assert len(pngs) == 1 and (tmp_path / "explanations.json").exists()

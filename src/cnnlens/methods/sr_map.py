@@ -139,10 +139,13 @@ def sr_map(req: Request, *, composite: Any = "sr-reference", mode: str = "paper"
         raise MethodError(f"mode must be one of {MODES}, got {mode!r}")
     if encoding is None:
         encoding = "rgb_jpeg" if mode == "reference" else "rgb_uint8"
-    from ..lrp import lrp_attribute   # the LRP engine (lrp_contract.md)
+    from ..lrp import composite_options as _accepted, lrp_attribute   # the LRP engine (lrp_contract.md)
 
     options = dict(composite_options or {})
     if mode == "reference":
+        if not isinstance(composite, str) or "maxpool" not in _accepted(composite):
+            raise MethodError(f"mode='reference' sets the composite's maxpool='unpool_overwrite'; composite "
+                              f"{composite!r} has no maxpool option (use mode='paper' or composite='sr-reference')")
         options.setdefault("maxpool", "unpool_overwrite")
     holder: dict = {}
     res = lrp_attribute(req.model, req.x, _initial_relevance(initial, holder, req), composite=composite,
