@@ -275,13 +275,18 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, 
     cc = cand.square().sum(-1)                        # (N,Q)
     cand_t = cand.transpose(1, 2)
     nq = cand.shape[1]
+    qpos_c, cpos_c = qpos * c, cpos * c               # c·d_position = |c·Δ|
     rows = max(1, chunk_elements // max(1, n * nq))
+    batch = torch.arange(n, device=q.device)[:, None, None]
     out = torch.empty(n, p, dtype=q.dtype, device=q.device)
     for a in range(0, p, rows):                       # chunks of queries: the P×Q matrix is never materialised
         b = min(p, a + rows)
-        d2 = torch.baddbmm(qq[:, a:b, None] + cc[:, None, :], q[:, a:b], cand_t, alpha=-2.0).clamp_min_(0)
-        wpos = torch.cdist(qpos[a:b], cpos).mul_(c).add_(1.0).reciprocal_()    # 1/(1 + c·d_pos), (p,Q)
-        d2.mul_(wpos.square())                        # d² = d_color²/(1 + c·d_pos)²: same order as d
+        # ranking key d² = d_color²/(1 + c·d_pos)² (same order as d); small negative d_color² from cancellation
+        # only make a near-duplicate rank first, and the kept distances are recomputed exactly below
+        d2 = torch.baddbmm(qq[:, a:b, None] + cc[:, None, :], q[:, a:b], cand_t, alpha=-2.0)
+        wpos = torch.hypot(qpos_c[a:b, None, 0] - cpos_c[None, :, 0], qpos_c[a:b, None, 1] - cpos_c[None, :, 1])
+        wpos.add_(1.0)                                # (p,Q): 1 + c·d_position
+        d2.div_(wpos.square())
         if self_index is not None:
             idx = self_index[a:b]
             hit = (idx >= 0).nonzero().squeeze(1)
@@ -289,10 +294,8 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, 
                 d2[:, hit, idx[hit]] = float("inf")
         best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).indices               # (N,p,K)
         # the K kept distances recomputed exactly from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
-        picked = cand[torch.arange(n, device=q.device)[:, None, None], best]                 # (N,p,K,D)
-        dcol = (q[:, a:b, None, :] - picked).norm(dim=-1)
-        wk = wpos.expand(n, -1, -1).gather(2, best)
-        out[:, a:b] = (dcol * wk).mean(-1)
+        dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                          # (N,p,K)
+        out[:, a:b] = (dcol / wpos.expand(n, -1, -1).gather(2, best)).mean(-1)
     return out
 
 
@@ -383,3 +386,32 @@ def context_saliency(img: torch.Tensor, cfg: CAConfig | None = None, *, working_
         mean = torch.stack(maps).mean(0)
         sal, attended = foci_weighting(mean, cfg.foci, relative=cfg.variant == "tsai_chang")
     return CAResult(saliency=sal, attended=attended, scale_maps=maps, working=work)
+
+
+def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250) -> dict:
+    """Cost model (``sr_map.md`` §7) of :func:`context_saliency` on an ``height``×``width`` input: the number of
+    query×candidate pairs and of multiply-adds of the patch distances, summed over the scales."""
+    cfg = cfg or CAConfig()
+    if working_size is not None:
+        s = float(working_size) / max(height, width)
+        height, width = max(1, round(height * s)), max(1, round(width * s))
+    pairs = macs = 0
+    for i, r in enumerate(cfg.scales):
+        h, w = _out_size(height, r), _out_size(width, r)
+        size, stride = cfg.patch[i], cfg.candidate_stride[i]
+        q = 0
+        for f in cfg.search_scales:
+            if cfg.variant == "tsai_chang" and r * f < cfg.min_scale:
+                break
+            hc, wc = (h, w) if f == 1.0 else (_out_size(h, f), _out_size(w, f))
+            if hc >= size and wc >= size:
+                q += ((hc - size) // stride + 1) * ((wc - size) // stride + 1)
+        if cfg.variant == "tsai_chang":
+            p = max(0, h - size + 1) * max(0, w - size + 1)
+        else:
+            s = cfg.query_stride
+            o = (s - 1) // 2
+            p = ((h - o - 1) // s + 1) * ((w - o - 1) // s + 1)
+        pairs += p * q
+        macs += p * q * size * size * 3
+    return {"pairs": pairs, "macs": macs}
