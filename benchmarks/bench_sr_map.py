@@ -65,8 +65,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=1, help="timed repeats of the full-size rows (median)")
     ap.add_argument("--lrp", action="store_true", help="also time the LRP step on a random-init VGG16")
+    ap.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                    help="torch threads (on a machine shared with other jobs, 1 can be faster)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

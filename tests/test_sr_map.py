@@ -150,9 +150,10 @@ def test_matches_loop_oracle_float64(variant, K):
     assert want.max() > 0.3    # a non-trivial map
 
 
-def test_matches_loop_oracle_float32():
+@pytest.mark.parametrize("refine", [None, True])
+def test_matches_loop_oracle_float32(refine):
     img = _test_image(2)
-    cfg = ca.make_config("paper", K=16)
+    cfg = ca.make_config("paper", K=16, refine=refine)     # None: float32 ranks and averages the expanded form
     res = ca.context_saliency(img.float(), cfg, working_size=None)
     want, _ = oracle_context_saliency(img[0].numpy(), cfg)
     assert res.saliency.dtype == torch.float32
@@ -454,3 +455,21 @@ def test_cli_explain_sr_map(tmp_path):
     assert res.exit_code == 0, res.output
     pngs = list(tmp_path.glob("*.png"))
     assert len(pngs) == 1 and (tmp_path / "explanations.json").exists()
+
+
+@pytest.mark.slow
+def test_full_size_vgg16_sr_map_default_settings():
+    """The paper setting end to end: VGG16 (random init) at 224, sr-reference LRP, CA at 250 px, back to 224."""
+    import torchvision
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16().eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    e = cnnlens.explain(model, x, "sr-map")
+    assert_untouched(model, before)
+    assert e.raw.shape == (1, 224, 224) and e.extras["sr_map_working"].shape == (1, 250, 250)
+    assert torch.isfinite(e.raw).all() and float(e.heatmap.amax()) == 1.0
+    att = e.extras["attention_areas"]
+    assert 0 < float(att.float().mean()) < 0.5
+    # the attended areas carry more SR mass per pixel than the rest
+    assert float(e.raw[att].mean()) > 2 * float(e.raw[~att].mean())

@@ -29,9 +29,9 @@ Memory and speed (the cost model, ``sr_map.md`` §7): the query × candidate dis
 queries are processed in chunks of at most ``chunk_elements`` distances (default 2^23 ≈ 32 MB in float32), with
 d_color² = ‖p‖² + ‖q‖² − 2⟨p, q⟩ from one batched matmul (``torch.baddbmm``) and ``torch.topk`` per chunk. The image
 planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). The top-K is
-selected on d² (monotone in d); the K kept distances are then recomputed exactly from the patch differences (K·D
-extra work per query, < 1 % of the matmul), so near-identical patches do not suffer the cancellation of the expanded
-form. Full fidelity at 250 px costs
+selected on d² (monotone in d). ``refine`` (default: float64 only) recomputes the K kept distances from the patch
+differences, removing the cancellation of the expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance);
+it costs K·D gathered values per query, as much elementwise work as the Q-wide ranking at 250 px. Full fidelity at 250 px costs
 ≈ 1.2·10¹¹ multiply-adds (tens of seconds on a small CPU, well under a second on a GPU); ``query_stride > 1`` evaluates
 the queries on a coarser grid (centres of s×s blocks) and resizes the scale map bilinearly — an approximation (s² fewer
 queries), off by default.
@@ -138,6 +138,7 @@ class CAConfig:
     candidate_stride: tuple[int, ...] = (3, 3, 3, 3)
     query_stride: int = 1
     chunk_elements: int = 1 << 23
+    refine: bool | None = None
 
     @property
     def area_factor(self) -> tuple[float, ...]:
@@ -151,9 +152,11 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
                 scales: Sequence[float] = (1.0, 0.8, 0.5, 0.3), search_scales: Sequence[float] = (1.0, 0.5, 0.25),
                 foci: float = 0.8, min_scale: float = 0.2, exclude_self: bool | None = None,
                 candidate_stride: int | Sequence[int] | None = None, query_stride: int = 1,
-                chunk_elements: int = 1 << 23) -> CAConfig:
+                chunk_elements: int = 1 << 23, refine: bool | None = None) -> CAConfig:
     """Validate the options and fill the variant's defaults (``patch``: 7 at every scale, 7/5/3/3 for tsai_chang;
-    ``candidate_stride``: half the patch size; ``exclude_self``: True except tsai_chang)."""
+    ``candidate_stride``: half the patch size; ``exclude_self``: True except tsai_chang; ``refine``: recompute the K
+    kept distances from the patch differences — None = only in float64, where it makes the result exact to ~1e-15;
+    in float32 the expanded-form error is ≲1e-4 on Ŝ and refining would double the elementwise work, K·D per query)."""
     if variant not in VARIANTS:
         raise ValueError(f"ca_variant must be one of {VARIANTS}, got {variant!r}")
     scales = tuple(float(s) for s in scales)
@@ -184,7 +187,8 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
     if exclude_self is None:
         exclude_self = variant != "tsai_chang"
     return CAConfig(variant, patches, int(K), float(c), scales, search_scales, float(foci), float(min_scale),
-                    bool(exclude_self), strides, int(query_stride), int(chunk_elements))
+                    bool(exclude_self), strides, int(query_stride), int(chunk_elements),
+                    None if refine is None else bool(refine))
 
 
 @dataclass
@@ -268,7 +272,7 @@ def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
 
 
 def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, cpos: torch.Tensor, c: float,
-                       k: int, self_index: torch.Tensor | None, chunk_elements: int) -> torch.Tensor:
+                       k: int, self_index: torch.Tensor | None, chunk_elements: int, refine: bool) -> torch.Tensor:
     """(1/K) Σ of the K smallest d = d_color/(1 + c·d_position) per query (Eq. 1-2), queries in chunks: (N,P)."""
     n, p, _ = q.shape
     qq = q.square().sum(-1)                           # (N,P)
@@ -292,10 +296,14 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, 
             hit = (idx >= 0).nonzero().squeeze(1)
             if hit.numel():
                 d2[:, hit, idx[hit]] = float("inf")
-        best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).indices               # (N,p,K)
-        # the K kept distances recomputed exactly from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
-        dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                          # (N,p,K)
-        out[:, a:b] = (dcol / wpos.expand(n, -1, -1).gather(2, best)).mean(-1)
+        if refine:
+            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).indices           # (N,p,K)
+            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
+            dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                      # (N,p,K)
+            out[:, a:b] = (dcol / wpos.expand(n, -1, -1).gather(2, best)).mean(-1)
+        else:
+            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).values
+            out[:, a:b] = best.clamp_min_(0).sqrt_().mean(-1)
     return out
 
 
@@ -333,7 +341,8 @@ def scale_saliency(img_r: torch.Tensor, r: float, index: int, cfg: CAConfig) -> 
     k = min(cfg.K, cand.shape[1] - (1 if self_index is not None and bool((self_index >= 0).any()) else 0))
     if k < 1:
         raise ValueError(f"scale {r}: no candidate patches left for K nearest neighbours")
-    mean_d = _mean_knn_distance(q, qpos, cand, cpos, cfg.c, k, self_index, cfg.chunk_elements)
+    refine = cfg.refine if cfg.refine is not None else q.dtype == torch.float64
+    mean_d = _mean_knn_distance(q, qpos, cand, cpos, cfg.c, k, self_index, cfg.chunk_elements, refine)
     s = 1.0 - torch.exp(-mean_d * cfg.area_factor[index])
     s = s.view(n, nh, nw)
     if cfg.variant == "tsai_chang":
