@@ -3,7 +3,7 @@
 Rows, all in the same run:
   * the vectorised CA at full fidelity (ca_variant="paper", working size 250, every pixel a query);
   * the documented approximations (query_stride, working_size) with their deviation from the full map;
-  * the brute-force loop reference of tests/test_sr_map.py, timed on a small image (24×32, float64 like the test) and
+  * the brute-force loop reference of tests/test_sr_map.py, timed on a small image (48×64, float64 like the test) and
     extrapolated to 224×224 by the number of query×candidate pairs × patch dimension (stated as such);
   * the vectorised CA on that same small image (a same-size ratio);
   * optionally (--lrp) the LRP step on a random-init VGG16 at 224 (one forward + one relevance pass).
@@ -98,15 +98,15 @@ def main() -> None:
 
     # loop reference (the test oracle) on a small image, extrapolated by pairs × dimension
     from test_sr_map import _test_image, oracle_context_saliency
-    small = _test_image(1)
+    small = _test_image(1, 48, 64)
     cfg = ca.make_config("paper")
     wall_loop, cpu_loop, ref = timed(lambda: oracle_context_saliency(small[0].numpy(), cfg), 1, 0)
     wall_vec, cpu_vec, vec = timed(lambda: ca.context_saliency(small, cfg, working_size=None), 3, 1)
     err = float((vec.saliency[0] - torch.from_numpy(ref[0])).abs().max())
-    small_est = ca.work_estimate(24, 32, cfg, None)
+    small_est = ca.work_estimate(48, 64, cfg, None)
     scale = rows[0][4]["macs"] / small_est["macs"]
     extrapolated = wall_loop * scale
-    print("\nLoop reference (tests/test_sr_map.py oracle, numpy float64) vs vectorised, same 24×32 image:")
+    print("\nLoop reference (tests/test_sr_map.py oracle, numpy float64) vs vectorised, same 48×64 image:")
     print(f"  loop       wall {wall_loop:8.3f} s   vectorised (float64) wall {wall_vec:8.4f} s   "
           f"speed-up {wall_loop / wall_vec:7.1f}×   max |Δ| {err:.1e}")
     print(f"  loop extrapolated to 224×224 (× {scale:.3g} in pairs × patch dimension): ≈ {extrapolated:,.0f} s "

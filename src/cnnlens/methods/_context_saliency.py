@@ -244,7 +244,7 @@ def _candidates(img_r: torch.Tensor, r: float, half: int, stride: int, cfg: CACo
         pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
         if f == 1.0 and grid1 is None:
             grid1 = (sum(p.shape[0] for p in poss), nh, nw)
-        feats.append(cols.transpose(1, 2))
+        feats.append(cols.transpose(1, 2).contiguous())
         poss.append((pos + off) / (length * f))
     if not feats:
         return None, None, None
@@ -268,7 +268,7 @@ def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
     rows_c = start + s * torch.arange(nh, device=img_r.device, dtype=img_r.dtype)
     cols_c = start + s * torch.arange(nw, device=img_r.device, dtype=img_r.dtype)
     pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
-    return feats.transpose(1, 2), pos, (nh, nw)
+    return feats.transpose(1, 2).contiguous(), pos, (nh, nw)
 
 
 def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, cpos: torch.Tensor, c: float,

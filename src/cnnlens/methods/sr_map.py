@@ -134,6 +134,11 @@ def sr_map(req: Request, *, composite: Any = "sr-reference", mode: str = "paper"
     output_size: ``"input"`` (default: bilinear back to the input size), None (working size) or (h, w).
     ``raw`` = Ŝ at output_size; ``heatmap`` = its min–max at the input size. extras: ``lrp_map`` (N,3,H,W signed input
     relevance), ``attention_areas`` (bool, raw's size), ``sr_map_working``, ``encoded`` (the CA input), ``settings``.
+
+    Cost: the CA step dominates (≈1.2·10¹¹ multiply-adds per image at 250 px, ``sr_map.md`` §7): tens of seconds on a
+    small CPU, well under a second on a GPU. For interactive CPU use, ``working_size=128, query_stride=3`` is ≈80×
+    cheaper (benchmarks/bench_sr_map.py: Pearson r ≈ 0.995 with the full map on a synthetic LRP map) — an
+    approximation, not the paper's setting.
     """
     if mode not in MODES:
         raise MethodError(f"mode must be one of {MODES}, got {mode!r}")
