@@ -230,7 +230,9 @@ class ZBox(LinearRule):
         low = self._bound(self.low, x, torch.amin)
         high = self._bound(self.high, x, torch.amax)
         w, wp, wn = layer.weight, layer.param("weight", "pos"), layer.param("weight", "neg")
-        z = layer.fwd(x, w, None) - layer.fwd(low, wp, None) - layer.fwd(high, wn, None)
+        b = layer.bias  # b − b⁺ − b⁻ = 0; kept in the arithmetic to round exactly as zennit does
+        z = layer.fwd(x, w, b) - (layer.fwd(low, wp, None if b is None else layer.param("bias", "pos"))
+                                  + layer.fwd(high, wn, None if b is None else layer.param("bias", "neg")))
         s = self._stab.divide(r, z)
         return x * layer.vjp(s, x, w) - low * layer.vjp(s, x, wp) - high * layer.vjp(s, x, wn)
 

@@ -1,0 +1,86 @@
+"""zennit 0.5.1 oracles for the LRP engine tests (lrp_sglrp_clrp.md §9.1). Test-only: zennit is never imported by the
+library."""
+from __future__ import annotations
+
+import torch
+import torchvision
+
+zennit = __import__("pytest").importorskip("zennit")
+from zennit.attribution import Gradient  # noqa: E402
+from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
+from zennit.composites import (EpsilonAlpha2Beta1, EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlus,  # noqa: E402
+                               EpsilonPlusFlat, SpecialFirstLayerMapComposite, layer_map_base)
+from zennit.rules import ZBox, ZPlus  # noqa: E402
+from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402
+from zennit.types import Convolution  # noqa: E402
+
+LOW = torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+HIGH = torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+
+
+def exact_zero(z: torch.Tensor) -> torch.Tensor:
+    """Callable stabiliser equivalent to cnnlens's exact-zero guard: R / inf = 0 where Z == 0."""
+    return torch.where(z == 0, torch.full_like(z, float("inf")), z)
+
+
+def canonizers(model):
+    if isinstance(model, torchvision.models.ResNet):
+        return [ResNetCanonizer()]
+    if isinstance(model, torchvision.models.VGG):
+        return [VGGCanonizer()]
+    return [SequentialMergeBatchNorm()]
+
+
+def zennit_composite(name: str, model, low=LOW, high=HIGH):
+    cans = canonizers(model)
+    if name == "epsilon-plus":
+        return EpsilonPlus(canonizers=cans)
+    if name == "epsilon-plus-flat":
+        return EpsilonPlusFlat(canonizers=cans)
+    if name == "epsilon-gamma-box":
+        return EpsilonGammaBox(low=low.to(torch.float64), high=high.to(torch.float64), canonizers=cans)
+    if name == "epsilon-alpha2-beta1":
+        return EpsilonAlpha2Beta1(canonizers=cans)
+    if name == "epsilon-alpha2-beta1-flat":
+        return EpsilonAlpha2Beta1Flat(canonizers=cans)
+    if name == "dtd":  # §9.1: bias-free z+ everywhere, zB first conv, exact-zero guard
+        layer_map = layer_map_base(exact_zero) + [
+            (Convolution, ZPlus(stabilizer=exact_zero, zero_params="bias")),
+            (torch.nn.Linear, ZPlus(stabilizer=exact_zero, zero_params="bias")),
+        ]
+        first_map = [(Convolution, ZBox(low=low.to(torch.float64), high=high.to(torch.float64),
+                                        stabilizer=exact_zero))]
+        return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=first_map, canonizers=cans)
+    raise KeyError(name)
+
+
+def zennit_relevance(model, x, r0, composite) -> torch.Tensor:
+    with Gradient(model=model, composite=composite) as attributor:
+        _, rel = attributor(x, attr_output=r0)
+    return rel
+
+
+def randomize_batchnorm(model, seed=0):
+    """Random BN statistics and affine parameters so folding is not an identity (float64 tests).
+
+    Also sets every BN ``eps`` to 0: zennit 0.5.1's ``MergeBatchNorm`` leaves the merged BatchNorm at running_var = 1
+    but keeps its eps, so it still divides by sqrt(1 + eps) (a 5e-6 relative error per BN layer in zennit's forward,
+    1e-4 through a ResNet). With eps = 0 zennit's canonised forward equals the model's.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eps = 0.0
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+            elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
+    return model
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-300))
