@@ -280,7 +280,9 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, 
     cand_t = cand.transpose(1, 2)
     nq = cand.shape[1]
     qpos_c, cpos_c = qpos * c, cpos * c               # c·d_position = |c·Δ|
-    rows = max(1, chunk_elements // max(1, n * nq))
+    # rows per chunk: the (N,rows,Q) ranking matrix and, when refining, the (N,rows,K,D) gathered patches both stay
+    # within chunk_elements
+    rows = max(1, chunk_elements // max(1, n * (max(nq, k * q.shape[-1]) if refine else nq)))
     batch = torch.arange(n, device=q.device)[:, None, None]
     out = torch.empty(n, p, dtype=q.dtype, device=q.device)
     for a in range(0, p, rows):                       # chunks of queries: the P×Q matrix is never materialised
