@@ -74,7 +74,7 @@ def _output_size(output_size: Any, input_size: tuple[int, int]) -> tuple[int, in
 
 
 def sr_map_from_relevance(relevance: torch.Tensor, *, encoding: str = "rgb_uint8", ca_variant: str = "paper",
-                          working_size: int | None = 250, output_size: Any = "input", white: str = "D65",
+                          working_size: int | None = 250, output_size: Any = "input", white: str | None = None,
                           jpeg_quality: int = 75, **ca_options: Any) -> dict[str, torch.Tensor]:
     """Steps 1.5 + 2: input relevance (N,3,H,W) → SR map. ``ca_options``: see ``_context_saliency.make_config``
     (patch, K, c, scales, search_scales, foci, min_scale, exclude_self, candidate_stride, query_stride, chunk_elements).
@@ -85,6 +85,8 @@ def sr_map_from_relevance(relevance: torch.Tensor, *, encoding: str = "rgb_uint8
         cfg = ca.make_config(ca_variant, **ca_options)
     except (TypeError, ValueError) as exc:
         raise MethodError(f"sr-map: {exc}") from None
+    if white is None:   # MATLAB makecform('srgb2lab') (Tsai–Chang) adapts to D50; skimage rgb2lab uses D65
+        white = "D50" if ca_variant == "tsai_chang" else "D65"
     image = encode_relevance(relevance, encoding, jpeg_quality)
     try:
         res = ca.context_saliency(image, cfg, working_size=working_size, white=white)
@@ -118,7 +120,7 @@ def sr_map(req: Request, *, composite: Any = "sr-reference", mode: str = "paper"
            patch: int | Sequence[int] | None = None, K: int = 64, c: float = 3.0,
            scales: Sequence[float] = (1.0, 0.8, 0.5, 0.3), search_scales: Sequence[float] = (1.0, 0.5, 0.25),
            foci: float = 0.8, min_scale: float = 0.2, exclude_self: bool | None = None,
-           candidate_stride: int | Sequence[int] | None = None, query_stride: int = 1, white: str = "D65",
+           candidate_stride: int | Sequence[int] | None = None, query_stride: int = 1, white: str | None = None,
            output_size: Any = "input", jpeg_quality: int = 75, chunk_elements: int = 1 << 23,
            composite_options: dict | None = None) -> MethodOutput:
     """SR map of each sample's target (``sr_map.md`` §1-4).
@@ -130,7 +132,7 @@ def sr_map(req: Request, *, composite: Any = "sr-reference", mode: str = "paper"
     ca_variant: ``"paper"`` | ``"tsai_chang"`` | ``"eigen"``; working_size (250), patch (7; 7/5/3/3 for tsai_chang),
     K (64), c (3), scales (1, .8, .5, .3), search_scales (1, .5, .25), foci (0.8), min_scale (0.2, tsai_chang),
     exclude_self (True except tsai_chang), candidate_stride (half the patch), query_stride (1: every pixel; s > 1
-    approximates with s² fewer queries), white ("D65" as skimage; "D50" as MATLAB makecform).
+    approximates with s² fewer queries), white (None: "D50" for tsai_chang as MATLAB makecform, else "D65" as skimage).
     output_size: ``"input"`` (default: bilinear back to the input size), None (working size) or (h, w).
     ``raw`` = Ŝ at output_size; ``heatmap`` = its min–max at the input size. extras: ``lrp_map`` (N,3,H,W signed input
     relevance), ``attention_areas`` (bool, raw's size), ``sr_map_working``, ``encoded`` (the CA input), ``settings``.
@@ -169,7 +171,7 @@ def sr_map(req: Request, *, composite: Any = "sr-reference", mode: str = "paper"
     settings = dict(composite=composite if isinstance(composite, str) else type(composite).__name__, mode=mode,
                     initial=initial, encoding=encoding, ca_variant=ca_variant, working_size=working_size, K=K, c=c,
                     scales=tuple(scales), search_scales=tuple(search_scales), foci=foci, query_stride=query_stride,
-                    white=white)
+                    white=white if white is not None else ("D50" if ca_variant == "tsai_chang" else "D65"))
     extras = {"lrp_map": relevance.detach(), "attention_areas": out["attention_areas"],
               "sr_map_working": out["sr_map_working"], "encoded": out["encoded"], "settings": settings}
     return MethodOutput(maps={None: MapResult(raw=raw, heatmap=heatmap, signed=False, extras=extras)},
