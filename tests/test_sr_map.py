@@ -209,7 +209,7 @@ def test_distance_transform_matches_brute_force():
 
 @pytest.mark.parametrize("variant", ca.VARIANTS)
 def test_constant_input_gives_zeros_not_nan(variant):
-    img = torch.full((2, 3, 24, 32), 0.4, dtype=torch.float64)
+    img = torch.full((2, 3, 24, 32), 0.4)
     res = ca.context_saliency(img, ca.make_config(variant), working_size=None)
     assert torch.isfinite(res.saliency).all() and not res.saliency.any()
     out = sr_map_from_relevance(torch.zeros(1, 3, 24, 32), working_size=None, ca_variant=variant)
@@ -219,11 +219,11 @@ def test_constant_input_gives_zeros_not_nan(variant):
 
 def test_batch_equals_one_by_one():
     img = torch.cat([_test_image(4), _test_image(5), torch.full_like(_test_image(0), 0.3)])
-    cfg = ca.make_config("paper", K=16)
+    cfg = ca.make_config("paper", K=16, refine=False)
     batched = ca.context_saliency(img, cfg, working_size=40)
     for n in range(img.shape[0]):
         single = ca.context_saliency(img[n:n + 1], cfg, working_size=40)
-        assert torch.allclose(batched.saliency[n:n + 1], single.saliency, atol=1e-12, rtol=0)
+        assert torch.allclose(batched.saliency[n:n + 1], single.saliency, atol=1e-10, rtol=0)
         assert torch.equal(batched.attended[n:n + 1], single.attended)
 
 
