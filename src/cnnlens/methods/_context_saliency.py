@@ -1,0 +1,428 @@
+"""Context-aware saliency (CA; Goferman, Zelnik-Manor & Tal, CVPR 2010 / TPAMI 2012) in torch — ``sr_map.md`` §2, §4.
+
+Pure tensor code (torch only), batched, on the input's device. The pipeline (Goferman's Eq. numbers, CVPR 2010):
+
+1. resize so the longer side is ``working_size`` (bilinear); sRGB → CIE L*a*b* (:func:`rgb_to_lab`); each plane min–max
+   normalised to [0, 1] per image (Tsai–Chang; ``+ eps`` in the range, so a constant plane becomes 0, never NaN);
+2. for every scale r in ``scales``: every pixel's patch (the query) is compared with candidate patches sampled on a grid
+   (stride = half the patch size ≈ 50 % overlap) from copies of the scale-r image at ``search_scales`` (r, r/2, r/4);
+   d(p_i, q_j) = d_color / (1 + c · d_position) (Eq. 1), d_color the Euclidean distance of the vectorised patches,
+   d_position the distance of the patch centres divided by the larger image side of their copy;
+3. S_i^r = 1 − exp(−(1/K) Σ_{k≤K} d(p_i^r, q_k)) over the K most similar candidates (Eq. 2);
+4. multi-scale average and the immediate-context (foci of attention) weighting Ŝ_i = S̄_i (1 − d_foci(i)) (Eq. 4-5).
+
+Variants (``variant=``), ``sr_map.md`` §2:
+
+* ``"paper"`` (default): 7×7 patches at every scale; queries at every pixel (replicate padding at the border); the
+  query's own patch is excluded from its candidates (``exclude_self``); each S^r min–max normalised to [0, 1] and resized
+  (bilinear) to the working size; per scale, attended pixels = S^r > ``foci`` (0.8), d_foci^r = Euclidean distance to the
+  nearest attended pixel ÷ its maximum; Ŝ = mean_r S^r (1 − d_foci^r). The returned attention mask is the union over
+  scales.
+* ``"tsai_chang"`` (SMILER ``models/matlab/CAS``): patches 7/5/3/3 per scale, mean distance × 49/patch area, candidate
+  copies at 1, ½, ¼ (bicubic) skipped from the first with r·f < ``min_scale``, 1-based positions, self-matches kept,
+  pixels within half a patch of the border get saliency 0, no per-scale normalisation, foci once after averaging with the
+  relative threshold 0.8·max(S̄).
+* ``"eigen"``: as ``"paper"`` for patches, but the foci step is done once on the average of the normalised scale maps
+  with the absolute threshold 0.8 (a public Eigen/C++ reimplementation) [unv].
+
+Memory and speed (the cost model, ``sr_map.md`` §7): the query × candidate distance matrix is never materialised: the
+queries are processed in chunks of at most ``chunk_elements`` distances (default 2^23 ≈ 32 MB in float32), with
+d_color² = ‖p‖² + ‖q‖² − 2⟨p, q⟩ from one batched matmul (``torch.baddbmm``) and ``torch.topk`` per chunk. The image
+planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). The top-K is
+selected on d² (monotone in d). ``refine`` (default: float64 only) recomputes the K kept distances from the patch
+differences, removing the cancellation of the expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance);
+it costs K·D gathered values per query, as much elementwise work as the Q-wide ranking at 250 px. Full fidelity at 250 px costs
+≈ 1.2·10¹¹ multiply-adds (tens of seconds on a small CPU, well under a second on a GPU); ``query_stride > 1`` evaluates
+the queries on a coarser grid (centres of s×s blocks) and resizes the scale map bilinearly — an approximation (s² fewer
+queries), off by default.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+VARIANTS = ("paper", "tsai_chang", "eigen")
+
+# sRGB (IEC 61966-2-1) linear RGB → XYZ, D65 white; and the Bradford-adapted matrix to a D50 white (as ICC / MATLAB
+# ``makecform('srgb2lab')``).
+_RGB_TO_XYZ = {
+    "D65": ((0.412453, 0.357580, 0.180423),
+            (0.212671, 0.715160, 0.072169),
+            (0.019334, 0.119193, 0.950227)),
+    "D50": ((0.4360747, 0.3850649, 0.1430804),
+            (0.2225045, 0.7168786, 0.0606169),
+            (0.0139322, 0.0971045, 0.7141733)),
+}
+_WHITE = {"D65": (0.95047, 1.0, 1.08883), "D50": (0.96422, 1.0, 0.82521)}
+
+
+def rgb_to_lab(rgb: torch.Tensor, white: str = "D65") -> torch.Tensor:
+    """sRGB in [0, 1], (N,3,H,W) → CIE L*a*b* (L in [0, 100]). ``white="D65"`` matches ``skimage.color.rgb2lab``;
+    ``"D50"`` the ICC/MATLAB ``makecform('srgb2lab')`` convention (Bradford-adapted)."""
+    if white not in _WHITE:
+        raise ValueError(f"white must be one of {sorted(_WHITE)}, got {white!r}")
+    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(0).pow(2.4), rgb / 12.92)
+    m = torch.tensor(_RGB_TO_XYZ[white], dtype=rgb.dtype, device=rgb.device)
+    xyz = torch.einsum("kc,nchw->nkhw", m, lin)
+    xyz = xyz / torch.tensor(_WHITE[white], dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    # CIE f(t) with skimage's rounded constants (0.008856, 7.787) so that D65 output equals skimage.color.rgb2lab
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(0.008856).pow(1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
+    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
+    return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=1)
+
+
+def normalize_planes(img: torch.Tensor) -> torch.Tensor:
+    """Each (image, plane) min–max to [0, 1] with machine eps in the range (Tsai–Chang): constant plane → 0."""
+    flat = img.flatten(2)
+    lo = flat.amin(dim=2, keepdim=True)
+    hi = flat.amax(dim=2, keepdim=True)
+    eps = torch.finfo(img.dtype).eps
+    return ((flat - lo) / (hi - lo + eps)).view_as(img)
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Per-sample min–max of (N,H,W) maps to [0, 1]; a constant map becomes zeros (never NaN)."""
+    flat = maps.flatten(1)
+    lo = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - lo
+    out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)),
+                      torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
+def distance_to_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Exact Euclidean distance transform: (N,H,W) bool → distance of every pixel to the nearest True pixel (+inf in a
+    sample without any). Separable two-pass form: column distances, then a min over rows of g² + Δ² (MATLAB ``bwdist``)."""
+    n, h, w = mask.shape
+    dtype = torch.float64 if mask.device.type == "cpu" else torch.float32
+    ri = torch.arange(h, device=mask.device, dtype=dtype)
+    ci = torch.arange(w, device=mask.device, dtype=dtype)
+    dr = (ri[:, None] - ri[None, :]).abs()           # (i, k)
+    dc2 = (ci[:, None] - ci[None, :]).square()       # (j, l)
+    inf = torch.tensor(float("inf"), dtype=dtype, device=mask.device)
+    out = torch.empty(n, h, w, dtype=dtype, device=mask.device)
+    for b in range(n):   # per sample: bounds the (H,H,W) intermediate
+        g = torch.where(mask[b][None, :, :], dr[:, :, None], inf).amin(dim=1)              # (i, j) vertical distance
+        out[b] = (g.square()[:, None, :] + dc2[None, :, :]).amin(dim=2).sqrt()               # min over columns l
+    return out
+
+
+def _out_size(size: int, factor: float) -> int:
+    """MATLAB ``imresize`` output size for a scale factor: ceil(factor · size)."""
+    return max(1, int(math.ceil(factor * size - 1e-9)))
+
+
+def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    shrink = size[0] < img.shape[-2] or size[1] < img.shape[-1]
+    return F.interpolate(img, size=size, mode=mode, align_corners=False, antialias=shrink)
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    """Resolved CA parameters (``sr_map.md`` §4.4); see :func:`context_saliency`."""
+    variant: str = "paper"
+    patch: tuple[int, ...] = (7, 7, 7, 7)
+    K: int = 64
+    c: float = 3.0
+    scales: tuple[float, ...] = (1.0, 0.8, 0.5, 0.3)
+    search_scales: tuple[float, ...] = (1.0, 0.5, 0.25)
+    foci: float = 0.8
+    min_scale: float = 0.2
+    exclude_self: bool = True
+    candidate_stride: tuple[int, ...] = (3, 3, 3, 3)
+    query_stride: int = 1
+    chunk_elements: int = 1 << 23
+    refine: bool | None = None
+
+    @property
+    def area_factor(self) -> tuple[float, ...]:
+        """Tsai–Chang: mean distance × 49/(patch area); 1 elsewhere."""
+        if self.variant == "tsai_chang":
+            return tuple(49.0 / (p * p) for p in self.patch)
+        return tuple(1.0 for _ in self.patch)
+
+
+def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = None, K: int = 64, c: float = 3.0,
+                scales: Sequence[float] = (1.0, 0.8, 0.5, 0.3), search_scales: Sequence[float] = (1.0, 0.5, 0.25),
+                foci: float = 0.8, min_scale: float = 0.2, exclude_self: bool | None = None,
+                candidate_stride: int | Sequence[int] | None = None, query_stride: int = 1,
+                chunk_elements: int = 1 << 23, refine: bool | None = None) -> CAConfig:
+    """Validate the options and fill the variant's defaults (``patch``: 7 at every scale, 7/5/3/3 for tsai_chang;
+    ``candidate_stride``: half the patch size; ``exclude_self``: True except tsai_chang; ``refine``: recompute the K
+    kept distances from the patch differences — None = only in float64, where it makes the result exact to ~1e-15;
+    in float32 the expanded-form error is ≲1e-4 on Ŝ and refining would double the elementwise work, K·D per query)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"ca_variant must be one of {VARIANTS}, got {variant!r}")
+    scales = tuple(float(s) for s in scales)
+    if not scales or any(not 0 < s <= 1 for s in scales):
+        raise ValueError(f"scales must be a non-empty sequence in (0, 1], got {scales}")
+    search_scales = tuple(float(s) for s in search_scales)
+    if not search_scales or any(not 0 < s <= 1 for s in search_scales):
+        raise ValueError(f"search_scales must be a non-empty sequence in (0, 1], got {search_scales}")
+    if patch is None:
+        patch = (7, 5, 3, 3)[:len(scales)] if variant == "tsai_chang" and len(scales) <= 4 else 7
+    patches = (int(patch),) * len(scales) if isinstance(patch, (int, float)) else tuple(int(p) for p in patch)
+    if len(patches) != len(scales) or any(p < 1 or p % 2 == 0 for p in patches):
+        raise ValueError(f"patch must be an odd size, or one odd size per scale ({len(scales)}), got {patch}")
+    if candidate_stride is None:
+        strides = tuple(max(1, p // 2) for p in patches)
+    elif isinstance(candidate_stride, (int, float)):
+        strides = (int(candidate_stride),) * len(scales)
+    else:
+        strides = tuple(int(s) for s in candidate_stride)
+    if len(strides) != len(scales) or any(s < 1 for s in strides):
+        raise ValueError(f"candidate_stride must be a positive int or one per scale, got {candidate_stride}")
+    if int(K) < 1:
+        raise ValueError(f"K must be >= 1, got {K}")
+    if int(query_stride) < 1:
+        raise ValueError(f"query_stride must be >= 1, got {query_stride}")
+    if variant == "tsai_chang" and int(query_stride) != 1:
+        raise ValueError("query_stride > 1 is not available for ca_variant='tsai_chang'")
+    if exclude_self is None:
+        exclude_self = variant != "tsai_chang"
+    return CAConfig(variant, patches, int(K), float(c), scales, search_scales, float(foci), float(min_scale),
+                    bool(exclude_self), strides, int(query_stride), int(chunk_elements),
+                    None if refine is None else bool(refine))
+
+
+@dataclass
+class CAResult:
+    """``saliency``: Ŝ (N,h,w) in [0, 1] at the working size; ``attended``: (N,h,w) bool, the foci of attention used by
+    the immediate-context step (union over scales for ``"paper"``); ``scale_maps``: the per-scale maps at the working
+    size as they entered the average (normalised for paper/eigen); ``working``: the normalised planes (N,C,h,w)."""
+    saliency: torch.Tensor
+    attended: torch.Tensor
+    scale_maps: list[torch.Tensor] = field(default_factory=list)
+    working: torch.Tensor | None = None
+
+
+def prepare_image(img: torch.Tensor, working_size: int | None = 250, color_space: str | None = None,
+                  white: str = "D65") -> torch.Tensor:
+    """Step 1: resize (longer side → ``working_size``, bilinear; None keeps the size), sRGB → Lab for 3-channel input
+    (``color_space="lab"``; ``"none"`` skips it, the default for 1-channel input), per-plane min–max to [0, 1]."""
+    if img.dim() != 4:
+        raise ValueError(f"expected an (N,C,H,W) image, got shape {tuple(img.shape)}")
+    h, w = img.shape[-2:]
+    if working_size is not None:
+        scale = float(working_size) / max(h, w)
+        img = _resize(img, (max(1, round(h * scale)), max(1, round(w * scale))), "bilinear")
+    if color_space is None:
+        color_space = "lab" if img.shape[1] == 3 else "none"
+    if color_space == "lab":
+        if img.shape[1] != 3:
+            raise ValueError("color_space='lab' needs a 3-channel sRGB image")
+        img = rgb_to_lab(img, white)
+    elif color_space != "none":
+        raise ValueError(f"color_space must be 'lab' or 'none', got {color_space!r}")
+    return normalize_planes(img)
+
+
+def _candidates(img_r: torch.Tensor, r: float, half: int, stride: int, cfg: CAConfig, length: int):
+    """Candidate patches of one scale: (N,Q,D) features, (Q,2) positions, the copy-1 grid shape (for self-exclusion)."""
+    feats, poss, grid1 = [], [], None
+    size = 2 * half + 1
+    off = 1.0 if cfg.variant == "tsai_chang" else 0.5
+    mode = "bicubic" if cfg.variant == "tsai_chang" else "bilinear"
+    h, w = img_r.shape[-2:]
+    for f in cfg.search_scales:
+        if cfg.variant == "tsai_chang" and r * f < cfg.min_scale:
+            break
+        copy = img_r if f == 1.0 else _resize(img_r, (_out_size(h, f), _out_size(w, f)), mode)
+        hc, wc = copy.shape[-2:]
+        if hc < size or wc < size:
+            continue
+        cols = F.unfold(copy, size, stride=stride)                           # (N, D, nh*nw)
+        nh, nw = (hc - size) // stride + 1, (wc - size) // stride + 1
+        rows_c = half + stride * torch.arange(nh, device=img_r.device, dtype=img_r.dtype)
+        cols_c = half + stride * torch.arange(nw, device=img_r.device, dtype=img_r.dtype)
+        pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
+        if f == 1.0 and grid1 is None:
+            grid1 = (sum(p.shape[0] for p in poss), nh, nw)
+        feats.append(cols.transpose(1, 2).contiguous())
+        poss.append((pos + off) / (length * f))
+    if not feats:
+        return None, None, None
+    return torch.cat(feats, dim=1), torch.cat(poss, dim=0), grid1
+
+
+def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
+    """Query patches (N,P,D), centres (P,2) in pixels of the scale image and the query grid shape."""
+    size = 2 * half + 1
+    h, w = img_r.shape[-2:]
+    s = cfg.query_stride
+    if cfg.variant == "tsai_chang":     # valid positions only; the border is set to 0 afterwards
+        src, start = img_r, half
+        nh, nw = h - 2 * half, w - 2 * half
+    else:
+        o = (s - 1) // 2                 # centres of s×s blocks
+        src = F.pad(img_r, (half, half, half, half), mode="replicate")[..., o:, o:]
+        start = o
+        nh, nw = (h - o - 1) // s + 1, (w - o - 1) // s + 1
+    feats = F.unfold(src, size, stride=s)                                   # (N, D, nh*nw)
+    rows_c = start + s * torch.arange(nh, device=img_r.device, dtype=img_r.dtype)
+    cols_c = start + s * torch.arange(nw, device=img_r.device, dtype=img_r.dtype)
+    pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
+    return feats.transpose(1, 2).contiguous(), pos, (nh, nw)
+
+
+def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, cpos: torch.Tensor, c: float,
+                       k: int, self_index: torch.Tensor | None, chunk_elements: int, refine: bool) -> torch.Tensor:
+    """(1/K) Σ of the K smallest d = d_color/(1 + c·d_position) per query (Eq. 1-2), queries in chunks: (N,P)."""
+    n, p, _ = q.shape
+    qq = q.square().sum(-1)                           # (N,P)
+    cc = cand.square().sum(-1)                        # (N,Q)
+    cand_t = cand.transpose(1, 2)
+    nq = cand.shape[1]
+    qpos_c, cpos_c = qpos * c, cpos * c               # c·d_position = |c·Δ|
+    # rows per chunk: the (N,rows,Q) ranking matrix and, when refining, the (N,rows,K,D) gathered patches both stay
+    # within chunk_elements
+    rows = max(1, chunk_elements // max(1, n * (max(nq, k * q.shape[-1]) if refine else nq)))
+    batch = torch.arange(n, device=q.device)[:, None, None]
+    out = torch.empty(n, p, dtype=q.dtype, device=q.device)
+    for a in range(0, p, rows):                       # chunks of queries: the P×Q matrix is never materialised
+        b = min(p, a + rows)
+        # ranking key d² = d_color²/(1 + c·d_pos)² (same order as d); small negative d_color² from cancellation
+        # only make a near-duplicate rank first, and the kept distances are recomputed exactly below
+        d2 = torch.baddbmm(qq[:, a:b, None] + cc[:, None, :], q[:, a:b], cand_t, alpha=-2.0)
+        wpos = torch.hypot(qpos_c[a:b, None, 0] - cpos_c[None, :, 0], qpos_c[a:b, None, 1] - cpos_c[None, :, 1])
+        wpos.add_(1.0)                                # (p,Q): 1 + c·d_position
+        d2.div_(wpos.square())
+        if self_index is not None:
+            idx = self_index[a:b]
+            hit = (idx >= 0).nonzero().squeeze(1)
+            if hit.numel():
+                d2[:, hit, idx[hit]] = float("inf")
+        if refine:
+            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).indices           # (N,p,K)
+            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
+            dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                      # (N,p,K)
+            out[:, a:b] = (dcol / wpos.expand(n, -1, -1).gather(2, best)).mean(-1)
+        else:
+            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).values
+            out[:, a:b] = best.clamp_min_(0).sqrt_().mean(-1)
+    return out
+
+
+def _self_index(qpos: torch.Tensor, grid1, half: int, stride: int) -> torch.Tensor | None:
+    """For every query: the index of the candidate at the same centre in the copy at factor 1, or −1."""
+    if grid1 is None:
+        return None
+    first, nh, nw = grid1
+    rr = qpos[:, 0].round().long() - half
+    cc = qpos[:, 1].round().long() - half
+    ok = (rr >= 0) & (cc >= 0) & (rr % stride == 0) & (cc % stride == 0)
+    ri, ci = torch.div(rr, stride, rounding_mode="floor"), torch.div(cc, stride, rounding_mode="floor")
+    ok &= (ri < nh) & (ci < nw)
+    return torch.where(ok, first + ri * nw + ci, torch.full_like(ri, -1))
+
+
+def scale_saliency(img_r: torch.Tensor, r: float, index: int, cfg: CAConfig) -> torch.Tensor:
+    """S^r (Eq. 2) of one scale image (N,C,h,w) → (N,h,w), before any normalisation."""
+    half = cfg.patch[index] // 2
+    stride = cfg.candidate_stride[index]
+    h, w = img_r.shape[-2:]
+    length = max(h, w)
+    img_r = img_r - img_r.mean(dim=(2, 3), keepdim=True)    # shift-invariant distances, less cancellation
+    cand, cpos, grid1 = _candidates(img_r, r, half, stride, cfg, length)
+    if cand is None:
+        raise ValueError(f"scale {r}: the {h}x{w} image is smaller than the {2 * half + 1}px patch; use a larger "
+                         f"working_size or fewer/larger scales")
+    n = img_r.shape[0]
+    if cfg.variant == "tsai_chang" and (h <= 2 * half or w <= 2 * half):
+        return img_r.new_zeros(n, h, w)
+    q, qpix, (nh, nw) = _queries(img_r, half, cfg)
+    off = 1.0 if cfg.variant == "tsai_chang" else 0.5
+    qpos = (qpix + off) / length
+    self_index = _self_index(qpix, grid1, half, stride) if cfg.exclude_self else None
+    k = min(cfg.K, cand.shape[1] - (1 if self_index is not None and bool((self_index >= 0).any()) else 0))
+    if k < 1:
+        raise ValueError(f"scale {r}: no candidate patches left for K nearest neighbours")
+    refine = cfg.refine if cfg.refine is not None else q.dtype == torch.float64
+    mean_d = _mean_knn_distance(q, qpos, cand, cpos, cfg.c, k, self_index, cfg.chunk_elements, refine)
+    s = 1.0 - torch.exp(-mean_d * cfg.area_factor[index])
+    s = s.view(n, nh, nw)
+    if cfg.variant == "tsai_chang":
+        return F.pad(s, (half, half, half, half))
+    if (nh, nw) != (h, w):
+        s = _resize(s[:, None], (h, w), "bilinear")[:, 0]
+    return s
+
+
+def foci_weighting(s: torch.Tensor, threshold: float, relative: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4-5: attended = S > threshold (× max S when ``relative``); returns (S·(1 − d_foci/max d_foci), attended).
+    No attended pixel (a zero map) → no weighting; d_foci ≡ 0 (a zero map stays zero)."""
+    thr = threshold * s.flatten(1).amax(dim=1).view(-1, 1, 1) if relative else threshold
+    attended = s > thr
+    d = distance_to_mask(attended).to(s.dtype)
+    finite = torch.isfinite(d)
+    d = torch.where(finite, d, torch.zeros_like(d))
+    dmax = d.flatten(1).amax(dim=1).view(-1, 1, 1)
+    d = torch.where(dmax > 0, d / torch.where(dmax > 0, dmax, torch.ones_like(dmax)), torch.zeros_like(d))
+    return s * (1.0 - d), attended
+
+
+def context_saliency(img: torch.Tensor, cfg: CAConfig | None = None, *, working_size: int | None = 250,
+                     color_space: str | None = None, white: str = "D65", prepared: bool = False) -> CAResult:
+    """Context-aware saliency Ŝ of a batch of images (N,C,H,W) (sRGB in [0,1] for C=3; any single plane for C=1).
+
+    Returns the map at the working size (longer side ``working_size``; None keeps the input size). ``prepared=True``
+    skips step 1 (the input is already the normalised planes)."""
+    cfg = cfg or CAConfig()
+    work = img if prepared else prepare_image(img, working_size, color_space, white)
+    n, _, h, w = work.shape
+    maps, masks = [], []
+    for i, r in enumerate(cfg.scales):          # loop over the (few) scales only
+        img_r = work if r == 1.0 else _resize(work, (_out_size(h, r), _out_size(w, r)), "bilinear")
+        s = scale_saliency(img_r, r, i, cfg)
+        if cfg.variant != "tsai_chang":
+            s = normalize_maps(s)
+        if tuple(s.shape[-2:]) != (h, w):
+            s = _resize(s[:, None], (h, w), "bilinear")[:, 0]
+        maps.append(s)
+    if cfg.variant == "paper":
+        weighted = []
+        for s in maps:
+            sw, att = foci_weighting(s, cfg.foci, relative=False)
+            weighted.append(sw)
+            masks.append(att)
+        sal = torch.stack(weighted).mean(0)
+        attended = torch.stack(masks).any(0)
+    else:
+        mean = torch.stack(maps).mean(0)
+        sal, attended = foci_weighting(mean, cfg.foci, relative=cfg.variant == "tsai_chang")
+    return CAResult(saliency=sal, attended=attended, scale_maps=maps, working=work)
+
+
+def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250) -> dict:
+    """Cost model (``sr_map.md`` §7) of :func:`context_saliency` on an ``height``×``width`` input: the number of
+    query×candidate pairs and of multiply-adds of the patch distances, summed over the scales."""
+    cfg = cfg or CAConfig()
+    if working_size is not None:
+        s = float(working_size) / max(height, width)
+        height, width = max(1, round(height * s)), max(1, round(width * s))
+    pairs = macs = 0
+    for i, r in enumerate(cfg.scales):
+        h, w = _out_size(height, r), _out_size(width, r)
+        size, stride = cfg.patch[i], cfg.candidate_stride[i]
+        q = 0
+        for f in cfg.search_scales:
+            if cfg.variant == "tsai_chang" and r * f < cfg.min_scale:
+                break
+            hc, wc = (h, w) if f == 1.0 else (_out_size(h, f), _out_size(w, f))
+            if hc >= size and wc >= size:
+                q += ((hc - size) // stride + 1) * ((wc - size) // stride + 1)
+        if cfg.variant == "tsai_chang":
+            p = max(0, h - size + 1) * max(0, w - size + 1)
+        else:
+            s = cfg.query_stride
+            o = (s - 1) // 2
+            p = ((h - o - 1) // s + 1) * ((w - o - 1) // s + 1)
+        pairs += p * q
+        macs += p * q * size * size * 3
+    return {"pairs": pairs, "macs": macs}
