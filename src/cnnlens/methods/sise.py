@@ -193,7 +193,8 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     mode: "paper" | "reference" (= probability score, raw-image masking, soft-Otsu fusion with τ = 1.5).
 
     Extras: per-layer maps ``layer_maps`` (V) and ``layer_maps_raw`` (R, before min-max), ``alpha``, ``selected``,
-    ``kept``/``scored`` counts, ``thresholds``, ``n_forwards``, and the ``options`` used.
+    ``kept``/``scored`` counts, the masked-image ``scores`` s_k of the ``scored_maps`` ((K,2): sample, channel; flat
+    maps excluded), ``fused_layers``, ``thresholds`` t, ``n_forwards``, and the ``options`` used.
     """
     check_choice("mode", mode, MODES)
     if fusion is None:
@@ -250,6 +251,7 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     total = offset
     acc_dtype = torch.float32 if x.device.type == "mps" else torch.float64
     acc = torch.zeros(n_samples * L, *size, dtype=acc_dtype, device=x.device)
+    scores = torch.zeros(total, dtype=torch.float32, device=x.device)
     batches = chunks(total, batch_size)
     with torch.inference_mode():
         for start, stop in progress_bar(batches, len(batches), req.progress, "SISE"):
@@ -267,6 +269,7 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
             with amp:
                 out = model(apply_masks(x[ni], m, mask_space, norm))
             s = score_of(out, score).gather(1, targets[ni][:, None])[:, 0]
+            scores[start:stop] = s
             w = area_weights(s, m.float())
             acc.index_add_(0, torch.cat(slots) if len(slots) > 1 else slots[0],
                            (m.float() * w[:, None, None]).to(acc_dtype))
@@ -291,6 +294,8 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
         "selected": selected,
         "kept": {name: selected[name].sum(1) for name in layers},
         "scored": {name: counts[:, li] for li, name in enumerate(layers)},
+        "scores": {name: scores[lo:hi] for name, (lo, hi) in zip(layers, spans)},
+        "scored_maps": {name: torch.stack([n_idx, k_idx], 1) for name, (_, n_idx, k_idx) in zip(layers, items)},
         "fused_layers": {name: present[:, li] for li, name in enumerate(layers)},
         "thresholds": {name: thresholds[:, li] for li, name in enumerate(layers)},
         "n_forwards": total,
