@@ -487,3 +487,25 @@ def test_mask_space_with_normalisation_changes_scores():
                           mask_space="normalized")
     assert not torch.allclose(raw.extras["scores"]["relu"], nrm.extras["scores"]["relu"])
     assert raw.extras["options"]["normalisation_known"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,expected", [("resnet50", ["relu", "layer1", "layer2", "layer3", "layer4"]),
+                                           ("vgg16", ["features.3", "features.8", "features.15", "features.22",
+                                                      "features.29"])])
+def test_full_size_models_end_to_end(name, expected):
+    import torchvision
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)()
+    before = _state(model)
+    x = torch.rand(1, 3, 224, 224)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        e = cnnlens.explain(model, x, "sise", mu=0.95, batch_size=16)
+        b = cnnlens.explain(model, x, "sise", layer=expected[-2:], mu=0.95, batch_size=3)
+    assert e.layer == expected and e.heatmap.shape == (1, 224, 224)
+    assert torch.isfinite(e.heatmap).all() and e.extras["n_forwards"] > 0
+    for tap in expected[-2:]:     # batch size and layer subset do not change a layer's map
+        assert torch.allclose(e.extras["layer_maps"][tap], b.extras["layer_maps"][tap], atol=1e-5)
+    after = _state(model)
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0]) and before[1:] == after[1:]

@@ -21,9 +21,24 @@ def check_choice(name: str, value, choices: Sequence) -> None:
 
 
 def check_positive_int(name: str, value) -> int:
+    """A positive int (a digit string, as ``--option k=v`` may pass, is accepted)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise MethodError(f"option {name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_number(name: str, value) -> float:
+    """A finite real number (a numeric string is accepted)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise MethodError(f"option {name} must be a number, got {value!r}")
+    return float(value)
 
 
 def score_of(logits: torch.Tensor, score: str) -> torch.Tensor:

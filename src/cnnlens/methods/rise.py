@@ -15,8 +15,8 @@ import torch
 
 from ..errors import MethodError
 from ..ops import minmax
-from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_positive_int, chunks,
-                       input_normalisation, progress_bar, score_of)
+from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_number,
+                       check_positive_int, chunks, input_normalisation, progress_bar, score_of)
 from .registry import MapResult, MethodOutput, Request, register
 
 UPSAMPLES = ("rise", "torchray")
@@ -103,8 +103,13 @@ def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, s
     check_choice("mask_space", mask_space, MASK_SPACES)
     check_choice("score", score, SCORES)
     batch_size = check_positive_int("batch_size", batch_size)
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+    p = check_number("p", p)
+    if not 0.0 < p <= 1.0:
         raise MethodError(f"option p must be in (0, 1], got {p!r}")
+    if isinstance(seed, str) and seed.strip().lstrip("-").isdigit():
+        seed = int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise MethodError(f"option seed must be an integer, got {seed!r}")
     model, x = req.model, req.x
     size = req.size
     n = x.shape[0]
@@ -127,7 +132,7 @@ def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, s
         cell = (math.ceil(size[0] / cells), math.ceil(size[1] / cells))
         rows = upsample_matrix(cells, cell[0], size[0], mask_upsample).float().to(x.device)
         cols = upsample_matrix(cells, cell[1], size[1], mask_upsample).float().to(x.device)
-        grids, dy, dx = random_grids(total, cells, float(p), seed, x.device, cell)
+        grids, dy, dx = random_grids(total, cells, p, seed, x.device, cell)
 
     per_batch = max(1, batch_size // n)
     acc_dtype = torch.float32 if x.device.type == "mps" else torch.float64
@@ -145,7 +150,7 @@ def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, s
                 out = model(inputs)
             s = score_of(out, score).gather(1, targets.repeat_interleave(b)[:, None]).reshape(n, b)
             sal += s.to(acc_dtype) @ m.reshape(b, -1).to(acc_dtype)
-    raw = (sal / (total * float(p))).reshape(n, *size).float()
+    raw = (sal / (total * p)).reshape(n, *size).float()
     extras = {"n_masks": total, "options": {"cells": cells, "p": p, "seed": seed, "mask_upsample": mask_upsample,
                                             "mask_space": mask_space, "score": score, "precision": precision,
                                             "fixed_masks": masks is not None,

@@ -24,8 +24,8 @@ from ..capture import LayerCapture
 from ..errors import LayerError, MethodError
 from ..models.layers import block_layers, trace_layers
 from ..ops import minmax
-from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_positive_int, chunks,
-                       input_normalisation, progress_bar, score_of)
+from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_number,
+                       check_positive_int, chunks, input_normalisation, progress_bar, score_of)
 from .registry import MapResult, MethodOutput, Request, register
 
 EPS_MASK = 1e-6      # per-map min-max ε (reference writes 10e-7)
@@ -46,7 +46,8 @@ def channel_significance(grads: torch.Tensor) -> torch.Tensor:
 def select_threshold(alpha: torch.Tensor, mu: float) -> torch.Tensor:
     """Eq. 7: keep k ⇔ α_k > µ·β with β = max_j α_j (strict). (N,C) → bool (N,C).
 
-    With µ > 0 and β ≤ 0 nothing passes when µ ≤ 1; with µ = 0 the positive-gradient maps are kept."""
+    µ = 0 keeps the positive-gradient maps. If β ≤ 0: nothing passes for 0 ≤ µ ≤ 1, but for µ > 1 maps with
+    µβ < α ≤ β (negative gradients) do pass, and µ < 0 admits negative maps whatever β."""
     beta = alpha.max(dim=1, keepdim=True).values
     return alpha > mu * beta
 
@@ -207,10 +208,11 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     check_choice("selection", selection, SELECTIONS)
     check_choice("interp", interp, INTERPS)
     batch_size = check_positive_int("batch_size", batch_size)
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)):
-        raise MethodError(f"option mu must be a number, got {mu!r}")
-    if not isinstance(tau, (int, float)) or tau < 1.0:
-        raise MethodError(f"option tau must be a number ≥ 1, got {tau!r}")
+    mu = check_number("mu", mu)
+    tau = check_number("tau", tau)
+    temperature = check_number("temperature", temperature)
+    if tau < 1.0:
+        raise MethodError(f"option tau must be ≥ 1 (1 = plain Otsu), got {tau!r}")
     model, x = req.model, req.x
     size = req.size
     norm = input_normalisation(model, x, mean, std)
@@ -229,14 +231,15 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     with torch.enable_grad():
         psi = score_of(logits, score).gather(1, targets[:, None]).sum()
         grads = torch.autograd.grad(psi, [acts[n] for n in layers], allow_unused=True)
-    acts = {n: acts[n].detach() for n in layers}
+    logits, acts = logits.detach(), {n: acts[n].detach() for n in layers}
+    del psi
     n_samples, L = x.shape[0], len(layers)
 
     alpha, selected, items = {}, {}, []
     for li, name in enumerate(layers):
         g = grads[li] if grads[li] is not None else torch.zeros_like(acts[name])
         a = channel_significance(g)
-        keep = select_adaptive(a) if selection == "adaptive" else select_threshold(a, float(mu))
+        keep = select_adaptive(a) if selection == "adaptive" else select_threshold(a, mu)
         alpha[name], selected[name] = a, keep
         use = keep & ~flat_maps(acts[name])
         nk = use.nonzero()                  # (K_l, 2) sample and channel of every scored map: one sync per layer
@@ -280,7 +283,7 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     layer_maps = minmax(raw_maps.reshape(n_samples * L, *size)).reshape(n_samples, L, *size).float()
     counts = torch.stack([torch.bincount(n_idx, minlength=n_samples) for _, n_idx, _ in items], dim=1)
     present = (counts > 0) & varies
-    fused, thresholds = fuse(layer_maps, present, fusion, float(tau), float(temperature))
+    fused, thresholds = fuse(layer_maps, present, fusion, tau, temperature)
     if not bool(present.any(dim=1).all()):
         warnings.warn("SISE: no layer kept a feature map for some samples (try mu=0 or other layers); their maps "
                       "are zero", RuntimeWarning, stacklevel=2)
