@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlens
+from conftest import assert_untouched, snapshot
 from cnnlens.errors import LayerError, MethodError
 from cnnlens.methods._perturb import apply_masks
 from cnnlens.methods.sise import (area_weights, attribution_masks, channel_significance, flat_maps, fuse, gate,
@@ -440,26 +441,18 @@ def test_block_layers_match_spec_table():
         assert block_layers(model, trace_layers(model, x)) == expected, name
 
 
-def _state(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, {m: m.training for m in model.modules()},
-            {p: p.requires_grad for p in model.parameters()})
-
-
 def test_default_layers_and_model_untouched():
     import torchvision
     model = torchvision.models.resnet18(num_classes=7)
     model.train()
     model.layer1.requires_grad_(False)
-    before = _state(model)
+    before = snapshot(model)
     x = torch.rand(1, 3, 64, 64)
     e = cnnlens.explain(model, x, "sise", mu=0.9, batch_size=64)
     assert e.layer == ["relu", "layer1", "layer2", "layer3", "layer4"] and e.heatmap.shape == (1, 64, 64)
     assert torch.isfinite(e.heatmap).all() and float(e.heatmap.max()) == 1.0
     assert set(e.extras["layer_maps"]) == set(e.layer)
-    after = _state(model)
-    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
-    assert before[1] == after[1] and before[2] == after[2]
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert_untouched(model, before)
     # failures leave it untouched too
     with pytest.raises(LayerError):
         cnnlens.explain(model, x, "sise", layer=["layer1", "layer9"])
@@ -471,10 +464,7 @@ def test_default_layers_and_model_untouched():
         cnnlens.explain(model, x, "sise", batch_size=0)
     with pytest.raises(MethodError):
         cnnlens.explain(model, x, "sise", mean=[0.5, 0.5, 0.5])
-    after = _state(model)
-    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
-    assert before[1] == after[1] and before[2] == after[2]
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert_untouched(model, before)
 
 
 def test_mask_space_with_normalisation_changes_scores():
@@ -497,7 +487,7 @@ def test_full_size_models_end_to_end(name, expected):
     import torchvision
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)()
-    before = _state(model)
+    before = snapshot(model)
     x = torch.rand(1, 3, 224, 224)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -507,5 +497,4 @@ def test_full_size_models_end_to_end(name, expected):
     assert torch.isfinite(e.heatmap).all() and e.extras["n_forwards"] > 0
     for tap in expected[-2:]:     # batch size and layer subset do not change a layer's map
         assert torch.allclose(e.extras["layer_maps"][tap], b.extras["layer_maps"][tap], atol=1e-5)
-    after = _state(model)
-    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0]) and before[1:] == after[1:]
+    assert_untouched(model, before)
