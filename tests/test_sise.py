@@ -498,3 +498,28 @@ def test_full_size_models_end_to_end(name, expected):
     for tap in expected[-2:]:     # batch size and layer subset do not change a layer's map
         assert torch.allclose(e.extras["layer_maps"][tap], b.extras["layer_maps"][tap], atol=1e-5)
     assert_untouched(model, before)
+
+
+@needs_fixtures
+def test_several_classes_of_one_image_share_masked_forwards():
+    d, model, x = load_case("case_64_top")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        both = cnnlens.explain(model, x.repeat(2, 1, 1, 1), "sise", target=[3, 1], layer=TAPS, batch_size=5)
+        singles = [cnnlens.explain(model, x, "sise", target=t, layer=TAPS) for t in (3, 1)]
+    union = sum(int((s0 | s1).sum()) for s0, s1 in
+                zip(*[[e.extras["selected"][t][0] & ~flat_maps(a) for t, a in acts.items()]
+                      for e, acts in [(e, _acts(model, x)) for e in singles]]))
+    assert both.extras["n_forwards"] == union < sum(e.extras["n_forwards"] for e in singles)
+    for i, e in enumerate(singles):
+        assert torch.equal(both.extras["selected"]["relu3_1"][i], e.extras["selected"]["relu3_1"][0])
+        for tap in TAPS:
+            assert torch.allclose(both.extras["layer_maps"][tap][i], e.extras["layer_maps"][tap][0], atol=1e-5)
+        assert torch.allclose(both.raw[i], e.raw[0], atol=1e-5)
+
+
+def _acts(model, x):
+    from cnnlens.capture import LayerCapture
+    with torch.no_grad(), LayerCapture(model, TAPS) as cap:
+        model(x)
+    return {t: cap.activations[t] for t in TAPS}

@@ -87,8 +87,9 @@ def attribution_masks(maps: torch.Tensor, size: tuple[int, int], interp: str = "
 
 
 def area_weights(scores: torch.Tensor, masks: torch.Tensor, eps: float = EPS_AREA) -> torch.Tensor:
-    """Eq. 10's C_m: each mask's weight s_k / (Σ_λ m_k(λ) + ε). (K,), (K,H,W) → (K,)."""
-    return scores / (masks.sum(dim=(1, 2)) + eps)
+    """Eq. 10's C_m: each mask's weight s_k / (Σ_λ m_k(λ) + ε). (K,...) scores, (K,H,W) masks → (K,...)."""
+    area = masks.sum(dim=(1, 2)) + eps
+    return scores / area.reshape(-1, *([1] * (scores.dim() - 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------- phase 4
@@ -165,6 +166,18 @@ def fuse(layer_maps: torch.Tensor, present: torch.Tensor, fusion: str = "otsu_ha
 
 
 # ------------------------------------------------------------------------------------------------------- the method
+def _image_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group identical images: (group id per sample (N,), first sample of each group (G,))."""
+    n = x.shape[0]
+    if n == 1:
+        zero = torch.zeros(1, dtype=torch.long, device=x.device)
+        return zero, zero
+    _, group = torch.unique(x.reshape(n, -1), dim=0, return_inverse=True)
+    first = torch.full((int(group.max()) + 1,), n, dtype=torch.long, device=x.device)
+    first.scatter_reduce_(0, group, torch.arange(n, device=x.device), reduce="amin")
+    return group, first
+
+
 def _ordered_layers(req: Request) -> list[str]:
     if req.layers:
         return list(dict.fromkeys(req.layers))
@@ -194,8 +207,10 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     mode: "paper" | "reference" (= probability score, raw-image masking, soft-Otsu fusion with τ = 1.5).
 
     Extras: per-layer maps ``layer_maps`` (V) and ``layer_maps_raw`` (R, before min-max), ``alpha``, ``selected``,
-    ``kept``/``scored`` counts, the masked-image ``scores`` s_k of the ``scored_maps`` ((K,2): sample, channel; flat
-    maps excluded), ``fused_layers``, ``thresholds`` t, ``n_forwards``, and the ``options`` used.
+    ``kept``/``scored`` counts per sample, the masked-image ``scores`` s_k of the ``scored_maps`` ((K,2): sample,
+    channel; flat maps excluded; for repeated images the first copy's class), ``fused_layers``, ``thresholds`` t,
+    ``n_forwards`` (identical images in the batch — several classes of one image — share their masked forwards),
+    and the ``options`` used.
     """
     check_choice("mode", mode, MODES)
     if fusion is None:
@@ -235,53 +250,62 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     del psi
     n_samples, L = x.shape[0], len(layers)
 
-    alpha, selected, items = {}, {}, []
+    # Identical images in the batch (several classes of one image, sise.md §2.3) share their masked forwards: the
+    # union of their selected maps is scored once and each masked forward serves every class.
+    group, rep = _image_groups(x)
+    n_groups = int(rep.shape[0])
+    alpha, selected, used, items = {}, {}, {}, []
     for li, name in enumerate(layers):
         g = grads[li] if grads[li] is not None else torch.zeros_like(acts[name])
         a = channel_significance(g)
         keep = select_adaptive(a) if selection == "adaptive" else select_threshold(a, mu)
         alpha[name], selected[name] = a, keep
         use = keep & ~flat_maps(acts[name])
-        nk = use.nonzero()                  # (K_l, 2) sample and channel of every scored map: one sync per layer
-        items.append((li, nk[:, 0], nk[:, 1]))
+        used[name] = use
+        union = torch.zeros(n_groups, use.shape[1], device=x.device).index_add_(0, group, use.float()) > 0
+        gk = union.nonzero()                # (K_l, 2) image group and channel of every scored map: one sync per layer
+        member = use[:, gk[:, 1]].T & (group[None, :] == gk[:, :1])       # (K_l, N): which samples use the map
+        items.append((li, rep[gk[:, 0]], gk[:, 1], member))
     del grads
 
-    # Phase 3: masks per batch from the low-resolution maps; one forward per batch; scatter-add into layer maps.
+    # Phase 3: masks per batch from the low-resolution maps; one forward per batch; Σ_k s_k·m_k/Σm_k per layer.
     spans, offset = [], 0
-    for li, n_idx, _ in items:
+    for _, n_idx, _, _ in items:
         spans.append((offset, offset + int(n_idx.shape[0])))
         offset = spans[-1][1]
     total = offset
     acc_dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    acc = torch.zeros(n_samples * L, *size, dtype=acc_dtype, device=x.device)
+    acc = torch.zeros(L, n_samples, size[0] * size[1], dtype=acc_dtype, device=x.device)
     scores = torch.zeros(total, dtype=torch.float32, device=x.device)
     batches = chunks(total, batch_size)
     with torch.inference_mode():
         for start, stop in progress_bar(batches, len(batches), req.progress, "SISE"):
-            masks, samples, slots = [], [], []
-            for (li, n_idx, k_idx), (lo, hi) in zip(items, spans):
+            segments = []
+            for (li, n_idx, k_idx, member), (lo, hi) in zip(items, spans):
                 a, b = max(start, lo), min(stop, hi)
-                if a >= b:
-                    continue
-                ni, ki = n_idx[a - lo:b - lo], k_idx[a - lo:b - lo]
-                masks.append(attribution_masks(acts[layers[li]][ni, ki], size, interp))
-                samples.append(ni)
-                slots.append(ni * L + li)
-            m = torch.cat(masks) if len(masks) > 1 else masks[0]
-            ni = torch.cat(samples) if len(samples) > 1 else samples[0]
+                if a < b:
+                    ni, ki = n_idx[a - lo:b - lo], k_idx[a - lo:b - lo]
+                    segments.append((li, ni, member[a - lo:b - lo],
+                                     attribution_masks(acts[layers[li]][ni, ki], size, interp)))
+            m = torch.cat([seg[3] for seg in segments]) if len(segments) > 1 else segments[0][3]
+            ni = torch.cat([seg[1] for seg in segments]) if len(segments) > 1 else segments[0][1]
             with amp:
                 out = model(apply_masks(x[ni], m, mask_space, norm))
-            s = score_of(out, score).gather(1, targets[ni][:, None])[:, 0]
-            scores[start:stop] = s
-            w = area_weights(s, m.float())
-            acc.index_add_(0, torch.cat(slots) if len(slots) > 1 else slots[0],
-                           (m.float() * w[:, None, None]).to(acc_dtype))
+            psi_all = score_of(out, score)                                  # (B, classes)
+            scores[start:stop] = psi_all.gather(1, targets[ni][:, None])[:, 0]
+            weights = area_weights(psi_all[:, targets], m.float())         # (B, N): s_k/Σm_k for every sample's class
+            row = 0
+            for li, _, member, mk in segments:
+                b = mk.shape[0]
+                w = (weights[row:row + b] * member).to(acc_dtype)           # zero where a sample did not select
+                acc[li] += w.T @ mk.reshape(b, -1).to(acc_dtype)
+                row += b
 
-    raw_maps = acc.reshape(n_samples, L, *size)
+    raw_maps = acc.reshape(L, n_samples, *size).transpose(0, 1)
     flat = raw_maps.reshape(n_samples * L, -1)
     varies = (flat.amax(1) > flat.amin(1)).reshape(n_samples, L)
     layer_maps = minmax(raw_maps.reshape(n_samples * L, *size)).reshape(n_samples, L, *size).float()
-    counts = torch.stack([torch.bincount(n_idx, minlength=n_samples) for _, n_idx, _ in items], dim=1)
+    counts = torch.stack([used[name].sum(1) for name in layers], dim=1)
     present = (counts > 0) & varies
     fused, thresholds = fuse(layer_maps, present, fusion, tau, temperature)
     if not bool(present.any(dim=1).all()):
@@ -298,7 +322,7 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
         "kept": {name: selected[name].sum(1) for name in layers},
         "scored": {name: counts[:, li] for li, name in enumerate(layers)},
         "scores": {name: scores[lo:hi] for name, (lo, hi) in zip(layers, spans)},
-        "scored_maps": {name: torch.stack([n_idx, k_idx], 1) for name, (_, n_idx, k_idx) in zip(layers, items)},
+        "scored_maps": {name: torch.stack([n_idx, k_idx], 1) for name, (_, n_idx, k_idx, _) in zip(layers, items)},
         "fused_layers": {name: present[:, li] for li, name in enumerate(layers)},
         "thresholds": {name: thresholds[:, li] for li, name in enumerate(layers)},
         "n_forwards": total,
