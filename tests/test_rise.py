@@ -183,3 +183,12 @@ def test_options_and_model_untouched():
         cnnlens.explain(model, x, "rise", layer="conv")
     assert model.training and model.fc.training and not model.conv.weight.requires_grad
     assert_untouched(model, before)
+
+
+def test_progress_bar_only_when_asked(capsys):
+    model = TinyNet().eval()
+    x = torch.rand(1, 3, 16, 16)
+    a = cnnlens.explain(model, x, "rise", n_masks=8, batch_size=4)
+    assert "RISE" not in capsys.readouterr().err
+    b = cnnlens.explain(model, x, "rise", n_masks=8, batch_size=4, progress=True)
+    assert "RISE" in capsys.readouterr().err and torch.equal(a.raw, b.raw)

@@ -523,3 +523,12 @@ def _acts(model, x):
     with torch.no_grad(), LayerCapture(model, TAPS) as cap:
         model(x)
     return {t: cap.activations[t] for t in TAPS}
+
+
+def test_progress_bar_only_when_asked(capsys):
+    model = TwoMapNet((0, 4, 0, 4))
+    x = _two_map_input()
+    a = cnnlens.explain(model, x, "sise", target=0, layer="relu", score="logit", batch_size=1)
+    assert "SISE" not in capsys.readouterr().err
+    b = cnnlens.explain(model, x, "sise", target=0, layer="relu", score="logit", batch_size=1, progress=True)
+    assert "SISE" in capsys.readouterr().err and torch.equal(a.raw, b.raw)
