@@ -52,7 +52,7 @@ class CallTimer:
     a run, so the overhead figure does not depend on load drift between separate measurements."""
 
     def __init__(self, model: nn.Module):
-        self.model, self.calls, self._t0 = model, [], 0.0
+        self.model, self.calls, self._t0, self._c0 = model, [], 0.0, 0.0
 
     def __enter__(self):
         self._h = [self.model.register_forward_pre_hook(self._pre), self.model.register_forward_hook(self._post)]
@@ -64,10 +64,12 @@ class CallTimer:
             h.remove()
 
     def _pre(self, module, inputs):
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def _post(self, module, inputs, output):
-        self.calls.append((inputs[0].shape[0], time.perf_counter() - self._t0))
+        # (batch, wall start, wall seconds, process CPU seconds)
+        self.calls.append((inputs[0].shape[0], self._t0, time.perf_counter() - self._t0,
+                           time.process_time() - self._c0))
 
 
 def bench_time(batch: int, layers: list[str], rise_masks: int) -> None:
@@ -80,18 +82,21 @@ def bench_time(batch: int, layers: list[str], rise_masks: int) -> None:
     timer = CallTimer(model)
     with timer, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         e = cnnlens.explain(model, x, "sise", layer=layers, mu=KEEP_ALL, batch_size=batch)
-        t_sise = time.perf_counter() - t0
+        t_sise, c_sise = time.perf_counter() - t0, time.process_time() - c0
     k = e.extras["n_forwards"]
-    sise_masked = sum(dt for _, dt in timer.calls[1:])          # call 0: the selection forward (+ its backward)
-    sise_select_fwd = timer.calls[0][1]
+    sise_masked = sum(c[2] for c in timer.calls[1:])            # call 0: the selection forward (+ its backward)
+    sise_masked_cpu = sum(c[3] for c in timer.calls[1:])
+    sise_select_fwd = timer.calls[0][2]
+    sise_selection = timer.calls[1][1] - t0                       # start → first masked forward
 
     with timer:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cnnlens.explain(model, x, "rise", n_masks=rise_masks, batch_size=batch, seed=0)
-        t_rise = time.perf_counter() - t0
-    rise_masked = sum(dt for _, dt in timer.calls[1:])          # call 0: the clean forward
+        t_rise, c_rise = time.perf_counter() - t0, time.process_time() - c0
+    rise_masked = sum(c[2] for c in timer.calls[1:])            # call 0: the clean forward
+    rise_masked_cpu = sum(c[3] for c in timer.calls[1:])
 
     fwd_after = per_image_forward(model, x, batch)
     fwd = statistics.median([fwd_before, fwd_after])
@@ -101,11 +106,13 @@ def bench_time(batch: int, layers: list[str], rise_masks: int) -> None:
           f"(ideal K·fwd = {k * fwd:.2f} s; includes the selection forward+backward, whose forward alone took "
           f"{sise_select_fwd:.2f} s)")
     print(f"        in-run: masked forwards {sise_masked:.2f} s ({sise_masked / k * 1e3:.1f} ms/image) → "
-          f"total ÷ masked-forward time = {t_sise / sise_masked:.3f}")
+          f"total ÷ masked-forward time = {t_sise / sise_masked:.3f}; CPU time: {c_sise / sise_masked_cpu:.3f}")
+    print(f"        selection pass (forward + backward + selection, fixed per image): {sise_selection:.2f} s; "
+          f"without it: {(t_sise - sise_selection) / sise_masked:.3f}")
     print(f"  RISE  N = {rise_masks} masks: {t_rise:.2f} s  → ratio {t_rise / (rise_masks * fwd):.3f} "
           f"(includes the clean forward)")
     print(f"        in-run: masked forwards {rise_masked:.2f} s ({rise_masked / rise_masks * 1e3:.1f} ms/image) → "
-          f"total ÷ masked-forward time = {t_rise / rise_masked:.3f}")
+          f"total ÷ masked-forward time = {t_rise / rise_masked:.3f}; CPU time: {c_rise / rise_masked_cpu:.3f}")
 
 
 class WideNet(nn.Module):
