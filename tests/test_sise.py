@@ -361,7 +361,7 @@ def test_fixture_paper_default_is_hard_plain_gate():
 def test_batch_size_does_not_change_results():
     d, model, x = load_case("case_64_top")
     ref = cached_run("case_64_top", mode="reference")        # default batch_size 64 ≥ K: one batch per run
-    for bs in (1, 5, 13):
+    for bs in (1, 7):
         e = run_case(d, model, x, mode="reference", batch_size=bs)
         assert torch.allclose(e.raw, ref.raw, atol=1e-6, rtol=0)
         for tap in TAPS:
