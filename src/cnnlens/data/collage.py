@@ -1,4 +1,7 @@
-"""Two-photo collages of scikit-image's bundled photos with known boxes, for a real ImageNet model.
+"""Two-photo collages with known boxes (a two-object test of class discrimination on real photos).
+
+``side_by_side``: two photos side by side at a fixed size (figures). :class:`Collages`: collages of scikit-image's bundled
+photos with known boxes, for a real ImageNet model.
 
 Each photo's class is the model's own top-1 prediction on the photo alone (the photos have no ImageNet label); a collage
 places two different photos side by side (or one above the other) on a grey canvas of the model's input size, each
@@ -8,26 +11,40 @@ from __future__ import annotations
 import itertools
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._state import model_device, model_dtype, preserved
 from ..errors import InputError
 from .boxes import Sample, model_preprocessing, to_model_input
+from .images import SAMPLE_IMAGES, load_rgb, sample_image
 
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "camera")
+
+def side_by_side(left, right, height: int = 224) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Put two photos (paths, arrays or sample names) side by side, each resized to ``height``×``height``.
+
+    Returns the uint8 RGB collage (height, 2·height, 3) and the boxes (x0, y0, x1, y1) of the left and right photo.
+    """
+    from PIL import Image
+    halves = []
+    for src in (left, right):
+        img = Image.fromarray(load_rgb(src))
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((height, height),
+                                                                                                  Image.BILINEAR)
+        halves.append(np.asarray(img))
+    collage = np.concatenate(halves, axis=1)
+    return collage, [(0, 0, height, height), (height, 0, 2 * height, height)]
+
+
+PHOTOS = SAMPLE_IMAGES
 
 
 def photo_rgb(name: str) -> torch.Tensor:
-    """(3,H,W) float in [0,1] of ``skimage.data.<name>()`` (grey photos repeated over 3 channels)."""
-    import numpy as np
-    from skimage import data
-    if name not in PHOTOS:
-        raise InputError(f"unknown photo {name!r}; choose from {PHOTOS}")
-    arr = np.asarray(getattr(data, name)())
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return torch.from_numpy(arr[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+    """(3,H,W) float in [0,1] of a bundled scikit-image photo (``cnnlens.data.images.sample_image``)."""
+    return torch.from_numpy(sample_image(name).copy()).permute(2, 0, 1).float() / 255.0
 
 
 class Collages:

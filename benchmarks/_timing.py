@@ -1,0 +1,40 @@
+"""Timing helpers for the benchmarks: median wall time after warm-up, peak RSS of a child process."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def forward_backward(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """A plain forward + backward of the summed top logits w.r.t. the input (the reference cost unit)."""
+    def run():
+        xi = x.detach().requires_grad_()
+        model(xi).max(1).values.sum().backward()
+    return run
+
+
+def report(rows: list[tuple[str, float]], unit: str = "s") -> None:
+    """Print name, seconds, and the ratio to the first row."""
+    base = rows[0][1]
+    width = max(len(r[0]) for r in rows)
+    for name, t in rows:
+        print(f"  {name:<{width}}  {t:9.4f} {unit}   {t / base:6.2f}× {rows[0][0]}")

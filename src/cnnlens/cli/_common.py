@@ -1,0 +1,71 @@
+"""Helpers shared by the CLI commands (option parsing, model loading, one-line warnings)."""
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import click
+
+from ..errors import CnnlensError, InputError
+
+
+def parse_option_values(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("k=v", ...)`` → dict, values parsed as JSON when possible (numbers, true/false, null, lists), else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"--option expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_target(value: str | None):
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def check_device(device: str) -> str:
+    import torch
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    return device
+
+
+def load_model_quietly(name: str, weights: str | None, device: str, defer: bool = False):
+    """Load a model; its warnings (e.g. random init) become one line each on stderr.
+
+    defer=True: return (model, print_warnings) so a command prints them only once its work has succeeded (an error
+    then stays a single line)."""
+    from ..models.zoo import load_model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(name, weights=weights, device=device)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+    def print_warnings() -> None:
+        for msg in messages:
+            click.echo(f"cnnlens: warning: {msg}", err=True)
+    if defer:
+        return model, print_warnings
+    print_warnings()
+    return model
+
+
+def progress(iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
+
+
+__all__ = ["CnnlensError", "check_device", "load_model_quietly", "parse_option_values", "parse_target", "progress"]

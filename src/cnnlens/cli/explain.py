@@ -1,0 +1,147 @@
+"""``cnnlens explain``, ``cnnlens layers`` and ``cnnlens methods``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import main
+from ._common import check_device, load_model_quietly, parse_option_values, parse_target, progress
+
+
+def _safe_stem(path: str, index: int, seen: set[str]) -> str:
+    stem = Path(path).stem or f"image{index}"
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
+    base, k = stem, 1
+    while stem in seen:
+        k += 1
+        stem = f"{base}_{k}"
+    seen.add(stem)
+    return stem
+
+
+@main.command("explain")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_name", required=True, help="Model name (cnnlens layers lists layers of one).")
+@click.option("--weights", type=str, default=None, help="Local state-dict file (loaded with weights_only=True).")
+@click.option("--method", default="grad-cam", show_default=True, help="Method name (see `cnnlens methods`).")
+@click.option("--layer", "layers", multiple=True, help="Layer (module name); repeat for several, or 'blocks'.")
+@click.option("--target", default=None, help="Class index or class name (default: each image's top-1 class).")
+@click.option("--composite", default=None, help="LRP composite for LRP-based methods (see `cnnlens methods`).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Method option, e.g. relu=false.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--no-crop", is_flag=True, help="Resize the whole image instead of resize + centre crop.")
+def explain_cmd(images, model_name, weights, method, layers, target, composite, options, out_dir, device, no_crop):
+    """Explain IMAGE... (paths or sample names such as chelsea) and write a PNG per image and explanations.json.
+
+    \b
+    Examples:
+      cnnlens explain chelsea coffee --model efficientnet_lite0 --method grad-cam --out out/
+      cnnlens explain cat.jpg --model resnet50 --weights r50.pth --method relevance-cam --layer layer2 --out out/
+      cnnlens explain cat.jpg --model vgg16 --weights vgg16.pth --method sglrp --composite dtd --out out/
+    """
+    import torch
+
+    import cnnlens
+    from ..data.images import load_image
+    from ..methods import get_method
+    from ..models.preprocessing import unnormalize
+    from ..viz import grid_figure, overlay_figure, write_text_atomic
+
+    device = check_device(device)
+    spec = get_method(method)
+    opts = parse_option_values(options)
+    if composite is not None:
+        opts["composite"] = composite
+    spec.check_options(opts)
+    layer_arg = None
+    if layers:
+        layer_arg = layers[0] if len(layers) == 1 else list(layers)
+    model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
+    # Everything is computed before anything is written: a failure leaves no partial output.
+    xs = [load_image(src, model, crop=not no_crop) for src in images]
+    tgt = parse_target(target)
+    results = []
+    for src, x in progress(zip(images, xs), len(xs), method, len(xs) > 1):
+        res = cnnlens.explain(model, x, method, target=tgt, layer=layer_arg, **opts)
+        results.append((src, x, res))
+    print_warnings()
+    out = Path(out_dir)
+    records, seen = [], set()
+    names = model.cnnlens_meta.class_names
+    for i, (src, x, res) in enumerate(results):
+        stem = _safe_stem(src, i, seen)
+        img = unnormalize(x, model)[0]
+        per_layer = res if isinstance(res, dict) else {None: res}
+        first = next(iter(per_layer.values()))
+        probs = torch.softmax(first.logits.float(), -1)[0] if first.logits is not None else None
+        t = int(first.target[0])
+        png = out / f"{stem}_{method}.png"
+        if len(per_layer) == 1:
+            title = f"{method} · {names[t] if names else t}" + (f" · {first.layer}" if first.layer else "")
+            overlay_figure(img, first.heatmap[0], png, signed=first.signed, title=title)
+        else:
+            grid_figure([img], [names[t] if names else str(t)], [str(k) for k in per_layer],
+                        [[e.heatmap[0] for e in per_layer.values()]], png,
+                        signed=[[e.signed for e in per_layer.values()]], title=method)
+        top = []
+        if probs is not None:
+            v, idx = probs.topk(min(5, probs.numel()))
+            top = [{"class": int(j), "name": names[j] if names else str(int(j)), "probability": float(p)}
+                   for p, j in zip(v.tolist(), idx.tolist())]
+        records.append({"image": str(src), "figure": png.name, "method": method,
+                        "layer": [str(k) for k in per_layer] if len(per_layer) > 1 else first.layer,
+                        "target": t, "target_name": names[t] if names else None,
+                        "score": float(probs[t]) if probs is not None else None,
+                        "logit": float(first.logits[0, t]) if first.logits is not None else None,
+                        "top5": top, "model": model_name, "options": opts})
+        click.echo(f"{src}: {method} → {png}  (target {t} {names[t] if names else ''}"
+                   + (f", p={float(probs[t]):.3f}" if probs is not None else "") + ")")
+    write_text_atomic(out / "explanations.json", json.dumps(records, indent=2))
+    click.echo(f"wrote {len(records)} figure(s) and {out / 'explanations.json'}")
+
+
+@main.command("layers")
+@click.option("--model", "model_name", required=True, help="Model name.")
+@click.option("--weights", type=str, default=None, help="Local state-dict file.")
+@click.option("--all", "show_all", is_flag=True, help="Also list modules without a spatial output.")
+def layers_cmd(model_name, weights, show_all):
+    """List a model's layers with output shapes; marks the default CAM layer (*) and the block layers (B, SISE).
+
+    \b
+    Example:
+      cnnlens layers --model resnet50
+    """
+    from ..models.layers import block_layers, default_layer, trace_layers
+    model, print_warnings = load_model_quietly(model_name, weights, "cpu", defer=True)
+    recs = trace_layers(model)
+    print_warnings()
+    default, blocks = default_layer(model, recs), set(block_layers(model, recs))
+    click.echo("mark  layer                                    type                      output shape   calls")
+    for r in sorted(recs, key=lambda r: r.start):
+        if not show_all and not r.spatial:
+            continue
+        mark = ("*" if r.name == default else " ") + ("B" if r.name in blocks else " ")
+        click.echo(f"{mark:5} {r.name:40} {r.type:25} {str(r.shape):14} {r.calls}")
+    click.echo("* default CAM layer   B last layer of a block (SISE, layer='blocks')   calls>1: reused module")
+
+
+@main.command("methods")
+def methods_cmd():
+    """List the methods (and LRP composites) with one-line descriptions."""
+    from ..methods import all_methods
+    for name, spec in all_methods().items():
+        opts = ", ".join(spec.option_names())
+        click.echo(f"{name:16} {spec.description}")
+        if opts:
+            click.echo(f"{'':16}   options: {opts}")
+    try:
+        from ..lrp import COMPOSITES  # type: ignore[attr-defined]
+    except ImportError:
+        COMPOSITES = {}
+    if COMPOSITES:
+        click.echo("\nLRP composites (--composite NAME):")
+        for name, desc in COMPOSITES.items():
+            click.echo(f"  {name:28} {desc}")

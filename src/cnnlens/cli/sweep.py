@@ -1,0 +1,69 @@
+"""``cnnlens sweep``: the layers × methods grid (the Relevance-CAM paper's main figure)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import InputError, MethodError
+from . import main
+from ._common import check_device, load_model_quietly, parse_target
+
+
+@main.command("sweep")
+@click.argument("image")
+@click.option("--model", "model_name", required=True, help="Model name.")
+@click.option("--weights", default=None, help="Local state-dict file (weights_only=True).")
+@click.option("--methods", default="relevance-cam,grad-cam", show_default=True,
+              help="Comma-separated layer methods (columns).")
+@click.option("--layers", default="blocks", show_default=True,
+              help="Comma-separated module names (rows), or 'blocks' for the last layer of every block.")
+@click.option("--target", default=None, help="Class index or name (default: top-1).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, device):
+    """Explain IMAGE at several depths with several methods; write sweep_<image>.png and sweep_<image>.json.
+
+    Methods that support it (Relevance-CAM, the gradient CAMs) compute all layers from one forward and one backward.
+
+    \b
+    Examples:
+      cnnlens sweep chelsea --model efficientnet_lite0 --out sweep/
+      cnnlens sweep cat.jpg --model resnet50 --weights r50.pth --layers layer1,layer2,layer3,layer4 \\
+          --methods relevance-cam,grad-cam,grad-cam++,score-cam --out sweep/
+    """
+    import cnnlens
+    from ..data.images import load_image
+    from ..methods import get_method
+    from ..models.preprocessing import unnormalize
+    from ..viz import grid_figure, write_text_atomic
+
+    device = check_device(device)
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    if not method_list:
+        raise InputError("--methods is empty")
+    for m in method_list:
+        if get_method(m).layers != "single":
+            raise MethodError(f"method {m!r} does not take a layer, so it cannot be swept over layers")
+    layer_arg = "blocks" if layers.strip() == "blocks" else [s.strip() for s in layers.split(",") if s.strip()]
+    model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
+    x = load_image(image, model)
+    tgt = parse_target(target)
+    per_method = {m: cnnlens.explain(model, x, m, target=tgt, layer=layer_arg) for m in method_list}
+    print_warnings()
+    names = model.cnnlens_meta.class_names
+    rows = list(next(iter(per_method.values())).keys())
+    first = per_method[method_list[0]][rows[0]]
+    t = int(first.target[0])
+    label = names[t] if names else str(t)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(image).stem) or "image"
+    out = Path(out_dir)
+    img = unnormalize(x, model)[0]
+    png = grid_figure([img], rows, method_list, [[per_method[m][r].heatmap[0] for m in method_list] for r in rows],
+                      out / f"sweep_{stem}.png", signed=[[per_method[m][r].signed for m in method_list] for r in rows],
+                      title=f"{model_name}: target {label}")
+    write_text_atomic(out / f"sweep_{stem}.json", json.dumps(
+        {"image": image, "model": model_name, "target": t, "target_name": label, "layers": rows,
+         "methods": method_list, "figure": png.name}, indent=2))
+    click.echo(f"{image}: {len(rows)} layers × {len(method_list)} methods → {png}")

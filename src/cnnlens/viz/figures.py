@@ -1,0 +1,125 @@
+"""Figures: heatmap overlays, methods × images and layers × methods grids, written atomically as PNG."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        try:
+            matplotlib.use("Agg", force=True)
+        except Exception:  # pragma: no cover
+            pass
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG atomically: to a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        _plt().close(fig)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _as_np(a) -> np.ndarray:
+    try:
+        import torch
+        if isinstance(a, torch.Tensor):
+            return a.detach().float().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(a, dtype=np.float32)
+
+
+def overlay(ax, image: np.ndarray, heatmap, *, signed: bool = False, alpha: float = 0.5, cmap: str | None = None,
+            colorbar: bool = False, title: str | None = None):
+    """Draw ``heatmap`` (H,W in [0,1]; signed maps: 0.5 = zero) over ``image`` (H,W,3 in [0,1]) on ``ax``."""
+    hm = _as_np(heatmap)
+    cmap = cmap or ("seismic" if signed else "jet")
+    if image is not None:
+        ax.imshow(image)
+    im = ax.imshow(hm, cmap=cmap, alpha=alpha if image is not None else 1.0, vmin=0.0, vmax=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    return im
+
+
+def overlay_figure(image: np.ndarray, heatmap, path: str | os.PathLike, *, signed: bool = False,
+                   title: str | None = None, colorbar: bool = True, alpha: float = 0.5) -> Path:
+    """One image with its heatmap overlaid (left: the photo, right: the overlay), saved as PNG."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.6))
+    axes[0].imshow(image)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    axes[0].set_title("input", fontsize=9)
+    overlay(axes[1], image, heatmap, signed=signed, alpha=alpha, colorbar=colorbar, title=title)
+    return save_figure(fig, path)
+
+
+def grid_figure(images: Sequence[np.ndarray], rows: Sequence[str], cols: Sequence[str], cells, path,
+                *, signed=None, title: str | None = None, show_input: bool = True, alpha: float = 0.5) -> Path:
+    """A grid with one row per entry of ``rows`` and one column per ``cols``; ``cells[r][c]`` is a heatmap (H,W) or
+    None; ``images[r]`` is the photo under row r (methods × images: rows = images; layers × methods: rows = layers)."""
+    plt = _plt()
+    nr, nc = len(rows), len(cols) + (1 if show_input else 0)
+    h, w = np.asarray(images[0]).shape[:2]
+    aspect = w / max(h, 1)
+    fig, axes = plt.subplots(nr, nc, figsize=(2.2 * nc * aspect, 2.2 * nr + 0.4), squeeze=False)
+    for r in range(nr):
+        img = images[r] if len(images) > 1 else images[0]
+        if show_input:
+            axes[r][0].imshow(img)
+            axes[r][0].set_xticks([])
+            axes[r][0].set_yticks([])
+            axes[r][0].set_ylabel(rows[r], fontsize=9)
+        for c in range(len(cols)):
+            ax = axes[r][c + (1 if show_input else 0)]
+            cell = cells[r][c]
+            sg = bool(signed[r][c]) if signed is not None else False
+            if cell is None:
+                ax.axis("off")
+                continue
+            overlay(ax, img, cell, signed=sg, alpha=alpha, title=cols[c] if r == 0 else None)
+            if not show_input and c == 0:
+                ax.set_ylabel(rows[r], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -1,0 +1,59 @@
+"""Shared fixtures: small random-weight models, a model-state snapshot to prove models come back untouched."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+warnings.filterwarnings("ignore", message=".*randomly initialised.*")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """Everything that must be unchanged after a cnnlens call."""
+    return {
+        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "hooks": {n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+                      len(getattr(m, "_backward_pre_hooks", {}))) for n, m in model.named_modules()},
+    }
+
+
+def assert_untouched(model: torch.nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["hooks"] == before["hooks"], "hooks left on the model"
+    assert after["training"] == before["training"], "training flags changed"
+    assert after["requires_grad"] == before["requires_grad"], "requires_grad flags changed"
+    for k, v in before["params"].items():
+        assert torch.equal(v, after["params"][k]), f"parameter/buffer {k} changed"
+    for k, g in before["grads"].items():
+        g2 = after["grads"][k]
+        assert (g is None and g2 is None) or (g is not None and g2 is not None and torch.equal(g, g2)), \
+            f".grad of {k} changed"
+
+
+@pytest.fixture
+def resnet18():
+    import torchvision
+    torch.manual_seed(0)
+    return torchvision.models.resnet18().eval()
+
+
+@pytest.fixture
+def vgg11():
+    import torchvision
+    torch.manual_seed(0)
+    return torchvision.models.vgg11().eval()
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    import cnnlens
+    return cnnlens.load_model("efficientnet_lite0")
