@@ -221,3 +221,14 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, extra, message):
                            "--quiet", "--n-images", "2", *extra], cache, monkeypatch)
     assert res.exit_code == 2, res.output
     assert message in res.stderr and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_skip_missing_methods(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    _seed_cache(cache)
+    res = _run_in_process(["--model", "synthetic-vgg", "--data", "synthetic", "--n-images", "2", "--methods",
+                           "grad-cam,no-such-method", "--metrics", "bbox", "--skip-missing", "--no-plots", "--quiet",
+                           "--out", str(tmp_path / "o")], cache, monkeypatch)
+    assert res.exit_code == 0, res.output
+    assert "skipping methods not available here: no-such-method" in res.stderr
+    assert "| grad-cam |" in res.stdout

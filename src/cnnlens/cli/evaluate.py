@@ -63,13 +63,15 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--iou-kind", type=click.Choice(["pixel", "box"]), default="pixel", show_default=True)
 @click.option("--option", "options", multiple=True, metavar="METHOD:KEY=VALUE", help="A method option "
               "(repeatable).")
+@click.option("--skip-missing", is_flag=True, help="Drop listed methods that this installation does not have "
+              "(with a warning) instead of failing.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model_name, weights, data, methods, metrics, layers, out, n_images, label_file, clip_boxes, target,
              batch_size, step, mask_space, score, signed_mode, deletion_substrate, insertion_substrate, tolerance,
-             iou_rule, iou_threshold, iou_kind, options, seed, device, no_plots, quiet):
+             iou_rule, iou_threshold, iou_kind, options, skip_missing, seed, device, no_plots, quiet):
     """Evaluate explanation methods on a dataset with boxes; print and write the tables.
 
     \b
@@ -81,6 +83,17 @@ def evaluate(model_name, weights, data, methods, metrics, layers, out, n_images,
     """
     from ..evaluate import EvalConfig, evaluate as run_evaluation
     from ..evaluation_data import open_dataset, open_model
+    if skip_missing and methods != "all":
+        from ..methods import all_methods
+        wanted = [m.strip() for m in methods.split(",") if m.strip()]
+        have = all_methods()
+        missing = [m for m in wanted if m not in have]
+        if missing:
+            click.echo(f"cnnlens: warning: skipping methods not available here: {', '.join(missing)}", err=True)
+        methods = ",".join(m for m in wanted if m in have)
+        if not methods:
+            from ..errors import MethodError
+            raise MethodError(f"none of the methods {', '.join(wanted)} is available here")
     model, name = open_model(model_name, weights, device=device, progress=not quiet)
     dataset = open_dataset(data, model, n_images=n_images, label_file=label_file, clip_boxes=clip_boxes, seed=seed)
     cfg = EvalConfig(target=target, batch_size=batch_size, score=score, mask_space=mask_space,
