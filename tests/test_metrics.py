@@ -268,3 +268,18 @@ def test_saliency_signed_modes():
     assert M.saliency(maps, signed=True).flatten().tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
     assert M.saliency(maps, signed=True, signed_mode="relu", zero=0.5).tolist() == [[[0, 0], [0.5, 1.0]]]
     assert M.saliency(torch.ones(1, 2, 2)).sum().item() == 0.0
+
+
+def test_metrics_run_in_eval_mode_and_leave_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, maps, t = torch.randn(2, 3, 8, 8), torch.rand(2, 8, 8), torch.tensor([0, 1])
+    y1, o1 = M.confidence_pair(model, x, maps, t, mask_space="normalized")
+    y2, o2 = M.confidence_pair(model, x, maps, t, mask_space="normalized")
+    assert torch.equal(y1, y2) and torch.equal(o1, o2)            # eval mode: dropout off, BN stats frozen
+    c1 = M.perturbation_curves(model, x, maps, t, step=16)
+    assert torch.equal(c1, M.perturbation_curves(model, x, maps, t, step=16))
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._state import preserved
+
 from .saliency import saliency
 from .scoring import class_scores
 
@@ -104,7 +106,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, t
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(hw, device=x.device).expand_as(order))
     target = target.to(x.device).reshape(-1)
-    with torch.inference_mode():
+    with preserved(model), torch.inference_mode():
         other = _substrate(x, substrate, mean, std)
         start, finish = (x, other) if mode == "deletion" else (other, x)
         thresholds = [min(k * step, hw) for k in range(steps + 1)]                     # pixels changed at step k

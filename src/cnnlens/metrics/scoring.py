@@ -6,6 +6,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .._state import preserved
+
 SCORES = ("softmax", "sigmoid", "logit")
 MASK_SPACES = ("raw", "normalized")
 
@@ -26,12 +28,13 @@ def class_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "softm
 
 def batched_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: str = "softmax",
                    batch_size: int | None = None) -> torch.Tensor:
-    """Ψ_c(model(x)) in chunks of ``batch_size`` (all at once when None); ``target`` has one class per row of x."""
+    """Ψ_c(model(x)) in chunks of ``batch_size`` (all at once when None); ``target`` has one class per row of x.
+    The model runs in eval mode; its flags are restored afterwards (metrics.md §0.5)."""
     if batch_size is None or batch_size >= x.shape[0]:
-        with torch.inference_mode():
+        with preserved(model), torch.inference_mode():
             return class_scores(model(x), target, score)
     out = []
-    with torch.inference_mode():
+    with preserved(model), torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
             out.append(class_scores(model(x[i:i + batch_size]), target[i:i + batch_size], score))
     return torch.cat(out)
