@@ -4,7 +4,7 @@ Figure of merit: time(deletion + insertion) ÷ (number of forwards × batched fo
 same run. 1.0 means the metric costs exactly its forward passes; the target is ≤ 1.1 (mask building, blurring, sorting
 and scoring add at most 10 %). Also times the other metrics' per-image cost for reference.
 
-    python benchmarks/bench_metrics.py [--model efficientnet_lite0|resnet18|resnet50] [--repeat 3] [--batch 64]
+    python benchmarks/bench_metrics.py [--model efficientnet_lite0|resnet18|resnet50] [--repeat 3] [--batch 64] [--threads N]
 """
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="perturbation batch size (images per forward)")
     ap.add_argument("--step", type=int, default=224)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     import warnings

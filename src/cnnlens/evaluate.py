@@ -485,23 +485,7 @@ def write_tables(out: Path, rows: list[dict], specs: Sequence[MetricSpec], cfg: 
             for s in specs}
     payload = {"identity": identity, "conventions": cfg.conventions(), "metrics": meta,
                "rows": [{k: v for k, v in r.items()} for r in rows]}
-    _atomic_write_text(out / "summary.json", json.dumps(payload, indent=2, default=_json_default,
-                                                        allow_nan=False) if _finite_json(payload) else
-                       json.dumps(_nan_to_none(payload), indent=2))
-
-
-def _json_default(o):
-    raise TypeError(type(o).__name__)
-
-
-def _finite_json(o) -> bool:
-    if isinstance(o, float):
-        return math.isfinite(o)
-    if isinstance(o, dict):
-        return all(_finite_json(v) for v in o.values())
-    if isinstance(o, (list, tuple)):
-        return all(_finite_json(v) for v in o)
-    return True
+    _atomic_write_text(out / "summary.json", json.dumps(_nan_to_none(payload), indent=2, allow_nan=False))
 
 
 def _nan_to_none(o):
