@@ -27,7 +27,7 @@ SHAPES = ("disc", "square", "triangle", "cross", "diamond", "ring")
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 _SPLITS = {"train": 0, "test": 1}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class SyntheticScenes:
 
 
 # ---------------------------------------------------------------------------------------------------- models
-def vgg_like(num_classes: int = 4, widths: tuple[int, ...] = (16, 32, 64)) -> nn.Module:
+def vgg_like(num_classes: int = 4, widths: tuple[int, ...] = (8, 32, 64)) -> nn.Module:
     """torchvision ``VGG`` with [w, w, M] blocks, global average pooling and one linear layer."""
     from torchvision.models.vgg import VGG, make_layers
     cfg: list = []
