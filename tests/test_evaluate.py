@@ -232,3 +232,29 @@ def test_cli_skip_missing_methods(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "skipping methods not available here: no-such-method" in res.stderr
     assert "| grad-cam |" in res.stdout
+
+
+@pytest.mark.slow
+def test_collage_grad_cam_points_at_the_explained_photo():
+    """Real EfficientNet-Lite0 weights: Grad-CAM of a photo's class puts more energy in that photo's box than in the
+    other photo's box (class discrimination on two-object images)."""
+    import warnings
+
+    import cnnlens
+    from cnnlens import metrics as M
+    from cnnlens.data.collage import Collages
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = cnnlens.load_model("efficientnet_lite0")
+    data = Collages(model, n=8)
+    own, other = [], []
+    for i in range(len(data)):
+        s = data[i]
+        for (c, *box), (c2, *box2) in (s.boxes, s.boxes[::-1]):
+            e = cnnlens.explain(model, s.image[None], "grad-cam", target=c)
+            sal = M.saliency(e.heatmap, s.size)
+            own.append(M.energy_pointing_game(sal, M.boxes_mask([box], s.size)[None]).item())
+            other.append(M.energy_pointing_game(sal, M.boxes_mask([box2], s.size)[None]).item())
+    wins = sum(a > b for a, b in zip(own, other))
+    assert wins >= 0.75 * len(own), (own, other)
+    assert sum(own) / len(own) > 0.45
