@@ -57,3 +57,29 @@ def vgg11():
 def lite0():
     import cnnlens
     return cnnlens.load_model("efficientnet_lite0")
+
+
+_MODULE_CACHES = ("_MODELS", "_CACHE", "_ORACLE_COPIES")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_module_caches(request):
+    """Test modules keep models in module-level dicts; empty them when the module is done so memory does not pile
+    up across the session (the whole default run then peaks at one module's footprint)."""
+    yield
+    import ctypes
+    import gc
+    for name in _MODULE_CACHES:
+        cache = getattr(request.module, name, None)
+        if isinstance(cache, dict):
+            cache.clear()
+    try:
+        from cnnlens.lrp.graph import clear_cache
+        clear_cache()
+    except ImportError:  # pragma: no cover
+        pass
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
