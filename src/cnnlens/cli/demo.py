@@ -12,6 +12,8 @@ from ._common import check_device, load_model_quietly
 #: Methods shown by the demo when registered (cheap enough for a CPU demo), in display order.
 DEMO_METHODS = ("grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "relevance-cam", "lrp", "clrp", "sglrp", "sr-map")
 SWEEP_METHODS = ("relevance-cam", "grad-cam")
+#: Demo-only options: SR map at its fast approximate setting (see the sr-map docstring) so the demo stays quick.
+DEMO_OPTIONS = {"sr-map": {"working_size": 128, "query_stride": 2}}
 
 
 @main.command("demo")
@@ -55,7 +57,7 @@ def demo_cmd(out_dir, device):
     cells, signed = [[None] * len(methods) for _ in photos], [[False] * len(methods) for _ in photos]
     with click.progressbar(methods, label="methods", file=click.get_text_stream("stderr")) as bar:
         for c, m in enumerate(bar):
-            e = cnnlens.explain(model, x, m)
+            e = cnnlens.explain(model, x, m, **DEMO_OPTIONS.get(m, {}))
             for r in range(len(photos)):
                 cells[r][c], signed[r][c] = e.heatmap[r], e.signed
     images = list(unnormalize(x, model))
@@ -69,7 +71,7 @@ def demo_cmd(out_dir, device):
     cup_cls = int(probs[1].argmax())
     cimg = unnormalize(xc, model)
     for cls in (cat_cls, cup_cls):
-        row = [cnnlens.explain(model, xc, m, target=cls) for m in methods]
+        row = [cnnlens.explain(model, xc, m, target=cls, **DEMO_OPTIONS.get(m, {})) for m in methods]
         grid_figure([cimg[0]], [names[cls]], methods, [[e.heatmap[0] for e in row]],
                     out / f"collage_{names[cls].replace(' ', '_')}.png", signed=[[e.signed for e in row]],
                     title=f"collage chelsea | coffee, target = {names[cls]}")

@@ -79,7 +79,10 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
         probs = torch.softmax(first.logits.float(), -1)[0] if first.logits is not None else None
         t = int(first.target[0])
         png = out / f"{stem}_{method}.png"
-        if len(per_layer) == 1:
+        if method == "sr-map":
+            from ..viz.sr_map import sr_map_figure
+            sr_map_figure(img, first, png)
+        elif len(per_layer) == 1:
             title = f"{method} · {names[t] if names else t}" + (f" · {first.layer}" if first.layer else "")
             overlay_figure(img, first.heatmap[0], png, signed=first.signed, title=title)
         else:
