@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -151,47 +151,26 @@ def _to_explanation(spec, out, layers, names) -> dict:
     return results
 
 
-class _Methods(dict):
-    """``cnnlens.METHODS``: method name → one-line description (loaded lazily)."""
+class _Methods(Mapping):
+    """``cnnlens.METHODS``: method name → one-line description (read from the registry when used)."""
 
-    def _fill(self):
-        if not dict.__len__(self):
-            self.update({n: s.description for n, s in all_methods().items()})
+    def _data(self) -> dict[str, str]:
+        return {n: s.description for n, s in all_methods().items()}
 
-    def __getitem__(self, k):
-        self._fill()
-        return dict.__getitem__(self, k)
+    def __getitem__(self, key: str) -> str:
+        return self._data()[key]
 
     def __iter__(self):
-        self._fill()
-        return dict.__iter__(self)
+        return iter(self._data())
 
-    def __len__(self):
-        self._fill()
-        return dict.__len__(self)
+    def __len__(self) -> int:
+        return len(self._data())
 
-    def __contains__(self, k):
-        self._fill()
-        return dict.__contains__(self, k)
-
-    def items(self):
-        self._fill()
-        return dict.items(self)
-
-    def keys(self):
-        self._fill()
-        return dict.keys(self)
-
-    def values(self):
-        self._fill()
-        return dict.values(self)
-
-    def __repr__(self):
-        self._fill()
-        return dict.__repr__(self)
+    def __repr__(self) -> str:
+        return repr(self._data())
 
 
-METHODS: dict[str, str] = _Methods()
+METHODS: Mapping[str, str] = _Methods()
 
 
 def method_options(method: str) -> list[str]:
