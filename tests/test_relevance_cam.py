@@ -74,7 +74,10 @@ def test_closed_form_resnet18_layer4(dtype, tol, r18, r18_64):
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 64, dtype=dtype)
     e = cnnlens.explain(model, x, "relevance-cam", layer="layer4")
-    exp, alpha = closed_form_layer4(model, x)
+    # float32 on the CPU: the LRP engine runs in channels_last; evaluate the closed form on the model run in that
+    # layout too, so both sides round alike (the two layouts of the model differ by ~2e-6 relative)
+    xc = x.contiguous(memory_format=torch.channels_last) if dtype == torch.float32 else x
+    exp, alpha = closed_form_layer4(model, xc)
     rel = ((e.raw - exp).abs().max() / exp.abs().max()).item()
     print(f"\nrelevance-cam closed form resnet18 layer4 {dtype}: max rel err {rel:.2e}")
     assert rel <= tol, rel
@@ -83,7 +86,7 @@ def test_closed_form_resnet18_layer4(dtype, tol, r18, r18_64):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ep = cnnlens.explain(model, x, "relevance-cam", layer="layer4", mode="paper")
-    exp_p, _ = closed_form_layer4(model, x, init="paper", weights="sum")
+    exp_p, _ = closed_form_layer4(model, xc, init="paper", weights="sum")
     assert ((ep.raw - exp_p).abs().max() / exp_p.abs().max()).item() <= tol
 
 
@@ -197,9 +200,11 @@ def test_sweep_is_one_forward_and_one_pass(r18, monkeypatch):
     assert calls == [(LAYERS, False)]
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
 def test_batch_equals_one_by_one(dtype, tol, r18, r18_64):
-    """fp64 tight; fp32 to the conv's batched-vs-single rounding amplified by the z⁺ divisions."""
+    """fp64 tight; fp32 to the conv's batched-vs-single rounding amplified by the z⁺ divisions (the channels_last
+    oneDNN kernels the engine uses on the CPU pick different blockings for batch 1 and 3: 1.0e-4 measured at layer2,
+    where the map is a near-cancelling sum)."""
     model = r18_64 if dtype == torch.float64 else r18
     torch.manual_seed(7)
     x = torch.randn(3, 3, 64, 64, dtype=dtype)

@@ -41,7 +41,7 @@ class LRPResult:
 
 def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevance,
                   composite: str | Composite = "epsilon-plus", layers: Sequence[str] = (), *,
-                  input_relevance: bool = True, **composite_options: Any) -> LRPResult:
+                  input_relevance: bool = True, memory_format: str = "auto", **composite_options: Any) -> LRPResult:
     """LRP relevance of ``model`` on ``x`` at the input and at every module in ``layers``, from one forward and one
     relevance pass.
 
@@ -49,6 +49,10 @@ def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevan
     composite: a name from ``COMPOSITES`` or a :class:`Composite`; ``composite_options`` are passed to
     :func:`get_composite` (e.g. ``low``/``high`` zB bounds, ``epsilon``, ``conv_bias``, ``bn``, ``maxpool``).
     input_relevance: False stops the pass at the shallowest requested layer (``res.input`` is then None).
+    memory_format: layout the pass runs in: "auto" (channels_last for float32/bfloat16 2-d conv nets on the CPU, where
+    oneDNN convolutions run ≈1.3–1.7× faster; contiguous otherwise, and for good when the model's forward rejects a
+    channels_last input, e.g. a ``.view`` on a feature map), "channels_last" or "contiguous". Only float rounding
+    differs; every returned tensor is contiguous.
     The user's model is never modified (a cached, traced and BN-folded plan holds detached parameter references).
     """
     if not isinstance(model, nn.Module):
@@ -60,11 +64,13 @@ def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevan
     layers = list(dict.fromkeys(layers))
     if not input_relevance and not layers:
         raise LayerError("input_relevance=False needs at least one layer")
+    if memory_format not in ("auto", "channels_last", "contiguous"):
+        raise InputError(f"memory_format must be 'auto', 'channels_last' or 'contiguous', got {memory_format!r}")
     comp = get_composite(composite, model, **composite_options)
     plan = get_plan(model, comp.bn)
     layer_nodes = {name: plan.layer_node(name) for name in layers}
     with torch.no_grad():
-        vals = plan.forward(x.detach())
+        vals = engine_forward(plan, x.detach(), memory_format)
         logits = vals[plan.output.node]
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             raise UnsupportedOperationError(
@@ -81,12 +87,41 @@ def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevan
     out = LRPResult(logits=logits.detach(), input=None, initial=r0)
     if input_relevance:
         inp = plan.input_nodes[0]
-        out.input = rel.get(inp, torch.zeros_like(x))
+        out.input = _contiguous(rel.get(inp, torch.zeros_like(x)))
     for name, node in layer_nodes.items():
         act = vals[node]  # kept by the relevance pass
-        out.activations[name] = act.detach()
-        out.relevance[name] = rel.get(node, torch.zeros_like(act))
+        out.activations[name] = _contiguous(act.detach())
+        out.relevance[name] = _contiguous(rel.get(node, torch.zeros_like(act)))
     return out
+
+
+def _contiguous(t):
+    return t.contiguous() if isinstance(t, Tensor) else t
+
+
+def _use_channels_last(plan: Plan, x: Tensor, memory_format: str) -> bool:
+    if memory_format == "contiguous" or x.dim() != 4 or not plan.has_conv2d or plan.channels_last_ok is False:
+        return False
+    if memory_format == "channels_last":
+        return True
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+
+
+def engine_forward(plan: Plan, x: Tensor, memory_format: str = "auto") -> dict:
+    """``plan.forward`` in the chosen memory format (see :func:`lrp_attribute`); the relevance pass then runs in the
+    same layout, since every rule's output follows its inputs' strides."""
+    if _use_channels_last(plan, x, memory_format):
+        try:
+            vals = plan.forward(x.contiguous(memory_format=torch.channels_last))
+            plan.channels_last_ok = True
+            return vals
+        except RuntimeError:
+            if plan.channels_last_ok:  # worked before: a genuine error, not the layout
+                raise
+            vals = plan.forward(x)  # raises the model's own error if the layout was not the cause
+            plan.channels_last_ok = False
+            return vals
+    return plan.forward(x)
 
 
 # --------------------------------------------------------------------------------------------- relevance pass
@@ -213,6 +248,12 @@ def _maxpool(step: Step, vals: dict, r: Tensor, comp: Composite) -> Tensor:
     x = vals[src]
     idx = vals[("indices", step.node)]
     if comp.maxpool == "wta":  # gradient routing: overlapping windows sum
+        params = maxpool_params(step)
+        if x.dim() == 4 and "kernel_size" in params:  # the native kernel (threaded, any memory format)
+            k = _pair(params["kernel_size"])
+            return torch.ops.aten.max_pool2d_with_indices_backward(
+                r, x, k, _pair(params.get("stride") or k), _pair(params.get("padding", 0)),
+                _pair(params.get("dilation", 1)), bool(params.get("ceil_mode", False)), idx)
         flat = torch.zeros(x.shape[:2] + (x[0, 0].numel(),), dtype=r.dtype, device=r.device)
         flat.scatter_add_(2, idx.flatten(2), r.flatten(2))
         return flat.view_as(x)
@@ -282,7 +323,7 @@ def conservation(model: nn.Module, x: Tensor, initial_relevance: InitialRelevanc
         rows.append({"node": step.node.name, "module": step.module_name, "kind": step.kind,
                      "out": r.reshape(n, -1).sum(1), "in": total})
     with torch.no_grad():
-        vals = plan.forward(x.detach())
+        vals = engine_forward(plan, x.detach())
         logits = vals[plan.output.node]
         r0 = initial_relevance(logits) if callable(initial_relevance) else initial_relevance
         relevance_pass(plan, vals, r0.to(logits), comp, 0, frozenset(), record)

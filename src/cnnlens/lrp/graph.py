@@ -278,6 +278,10 @@ class Plan:
         firsts = [s for s in self.steps if s.kind == "linear"]
         self.first_linear = firsts[0].node if firsts else None
         self.first_conv = next((s.node for s in firsts if s.layer.is_conv), None)
+        # channels_last pays off for 2-d convolutions (oneDNN skips its layout reorders); None = not tried yet,
+        # False = this model's forward rejected a channels_last input (e.g. a ``.view`` on a feature map)
+        self.has_conv2d = any(s.layer.is_conv and s.layer.dims == 2 for s in firsts)
+        self.channels_last_ok: bool | None = None
 
     # -- classification ----------------------------------------------------------------------------------------------
     def _classify(self, node: fx.Node) -> Step:
