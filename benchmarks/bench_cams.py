@@ -156,9 +156,8 @@ def bench_rcam(repeats: int, device: str) -> None:
     print(f"[rcam] ratio Relevance-CAM / Grad-CAM at layer4 = {t_single / t_gc:.2f}x (target <= 2x)")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="gradcam,scorecam,rcam")
+def add_timing_args(ap: argparse.ArgumentParser) -> None:
+    """--repeats, --device, --threads, --clock (shared by the CAM benchmarks)."""
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1,
@@ -166,12 +165,23 @@ def main() -> None:
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                     help="cpu = this process's CPU time (robust on a shared machine, use with --threads 1); wall = "
                          "elapsed time (use on a dedicated machine or GPU)")
-    args = ap.parse_args()
+
+
+def apply_timing_args(args: argparse.Namespace) -> None:
+    """Set the thread count and the clock (wall time on a GPU) and print them."""
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         args.clock = "wall"
     CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, clock {args.clock}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="gradcam,scorecam,rcam")
+    add_timing_args(ap)
+    args = ap.parse_args()
+    apply_timing_args(args)
     benches = {"gradcam": bench_gradcam, "scorecam": bench_scorecam, "rcam": bench_rcam}
     for name in args.only.split(","):
         benches[name.strip()](args.repeats, args.device)

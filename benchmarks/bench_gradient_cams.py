@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cams import CLOCK, _trainable_copy, time_all  # noqa: E402
+from bench_cams import _trainable_copy, add_timing_args, apply_timing_args, time_all  # noqa: E402
 
 import cnnlens  # noqa: E402  (bench_cams puts src/ on the path)
 
@@ -52,16 +51,9 @@ def bench(method: str, layer: str, repeats: int, device: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    add_timing_args(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        args.clock = "wall"
-    CLOCK["clock"] = time.process_time if args.clock == "cpu" else time.perf_counter
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, clock {args.clock}")
+    apply_timing_args(args)
     for method, layer in [("grad-cam++", "layer4"), ("xgrad-cam", "layer4"), ("layer-cam", "layer4"),
                           ("layer-cam", "layer3")]:
         bench(method, layer, args.repeats, args.device)
