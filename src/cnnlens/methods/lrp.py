@@ -18,7 +18,7 @@ from ..errors import MethodError, UnsupportedOperationError
 from ..lrp import composite_options, lrp_attribute
 from ..lrp.rules import LinearRule, Stabilizer
 from ..ops import signed_display
-from .registry import MapResult, MethodOutput, Request, register
+from .registry import MapResult, MethodOutput, Request, check_choice, register
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -91,10 +91,8 @@ def lrp(req: Request, *, composite: str | None = None, init: str = "logit", mode
     init: "logit" (R = z_t·e_t, default) or "one" (R = e_t). mode: "paper" or "reference" (R = ReLU(z_t)·e_t with
     ``sglrp-reference`` rules, as the SGLRP repository's LRP). low/high: zB bounds override.
     """
-    if mode not in ("paper", "reference"):
-        raise MethodError(f"mode must be 'paper' or 'reference', got {mode!r}")
-    if init not in ("logit", "one"):
-        raise MethodError(f"init must be 'logit' or 'one', got {init!r}")
+    check_choice("mode", mode, ("paper", "reference"))
+    check_choice("init", init, ("logit", "one"))
     composite = composite or ("sglrp-reference" if mode == "reference" else "dtd")
     state: dict = {}
 
@@ -130,8 +128,7 @@ def sglrp(req: Request, *, mode: str = "paper", composite: str | None = None, re
     with z_n ≤ 0 masked; target pass (p_t(1−p_t) + 1e-8)·e_t, dual pass p_t·p_n (n ≠ t), A = A_t − s·A_o with
     s = ΣA_t/ΣA_o; ``sglrp-reference`` rules. relu: ReLU before the channel sum (default False, as the reference).
     """
-    if mode not in ("paper", "reference"):
-        raise MethodError(f"mode must be 'paper' or 'reference', got {mode!r}")
+    check_choice("mode", mode, ("paper", "reference"))
     composite = composite or ("sglrp-reference" if mode == "reference" else "dtd")
     kw = _composite_kwargs(composite, low, high)
     if mode == "paper":
@@ -193,10 +190,8 @@ def clrp(req: Request, *, variant: str = "official", dual: str = "type1", compos
     input channel divided by its max; ``clrp-reference`` rules. variant="sglrp_repo": target ReLU(z_t)·e_t, dual
     ReLU(z_t)/(C−1) on every n ≠ t with z_n > 0, scaled subtraction A_t − s·A_o (signed); ``sglrp-reference`` rules.
     """
-    if variant not in ("official", "sglrp_repo"):
-        raise MethodError(f"variant must be 'official' or 'sglrp_repo', got {variant!r}")
-    if dual not in ("type1", "type2"):
-        raise MethodError(f"dual must be 'type1' or 'type2', got {dual!r}")
+    check_choice("variant", variant, ("official", "sglrp_repo"))
+    check_choice("dual", dual, ("type1", "type2"))
     if variant == "sglrp_repo":
         composite = composite or "sglrp-reference"
 

@@ -108,3 +108,11 @@ def all_methods() -> dict[str, MethodSpec]:
     from . import _load_all
     _load_all()
     return dict(sorted(_REGISTRY.items()))
+
+
+def check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise :class:`MethodError` unless ``value`` is one of ``choices`` (the message lists them)."""
+    if value not in choices:
+        names = [repr(c) for c in choices]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        raise MethodError(f"{option} must be {listed}, got {value!r}")

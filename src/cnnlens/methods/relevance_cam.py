@@ -14,7 +14,7 @@ import torch
 
 from ..errors import LayerError, MethodError
 from ..ops import display_map
-from .registry import MapResult, MethodOutput, Request, register
+from .registry import MapResult, MethodOutput, Request, check_choice, register
 
 _MODES = {
     # mode: (init, weights, conv_bias)   — relevance_cam.md §2 decision 5
@@ -72,18 +72,14 @@ def relevance_cam(req: Request, *, mode: str = "reference", init: str | None = N
     """
     from ..lrp import lrp_attribute  # the engine is imported only when the method runs
 
-    if mode not in _MODES:
-        raise MethodError(f"mode must be 'reference' or 'paper', got {mode!r}")
+    check_choice("mode", mode, tuple(_MODES))
     m_init, m_weights, m_bias = _MODES[mode]
     init = m_init if init is None else init
     weights = m_weights if weights is None else weights
     conv_bias = m_bias if conv_bias is None else conv_bias
-    if init not in ("reference", "paper"):
-        raise MethodError(f"init must be 'reference' or 'paper', got {init!r}")
-    if weights not in ("mean", "sum"):
-        raise MethodError(f"weights must be 'mean' or 'sum', got {weights!r}")
-    if normalize not in ("before_resize", "after_resize"):
-        raise MethodError(f"normalize must be 'before_resize' or 'after_resize', got {normalize!r}")
+    check_choice("init", init, ("reference", "paper"))
+    check_choice("weights", weights, ("mean", "sum"))
+    check_choice("normalize", normalize, ("before_resize", "after_resize"))
     layers = list(req.layers or [])
     if not layers:
         raise LayerError("relevance-cam needs at least one layer")
