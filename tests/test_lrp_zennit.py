@@ -217,7 +217,8 @@ def test_clrp_reference_matches_zennit(model_name):
     for maxpool in ("split", "wta"):
         ours = lrp_attribute(model, x, r0, "clrp-reference", maxpool=maxpool).input
         err = rel_err(ours, ref)
-        print(f"clrp-reference {model_name} maxpool={maxpool}: rel err {err:.3g} (max |R| {float(ref.abs().max()):.3g})")
+        print(f"clrp-reference {model_name} maxpool={maxpool}: rel err {err:.3g} "
+              f"(max |R| {float(ref.abs().max()):.3g})")
         assert err < 1e-10, (maxpool, err)
 
 
