@@ -8,9 +8,10 @@ import torchvision
 zennit = __import__("pytest").importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
+from zennit.core import BasicHook, ParamMod, Stabilizer  # noqa: E402
 from zennit.composites import (EpsilonAlpha2Beta1, EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlus,  # noqa: E402
                                EpsilonPlusFlat, SpecialFirstLayerMapComposite, layer_map_base)
-from zennit.rules import ZBox, ZPlus  # noqa: E402
+from zennit.rules import ClampMod, ZBox, ZPlus  # noqa: E402
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402
 from zennit.types import Convolution  # noqa: E402
 
@@ -84,3 +85,55 @@ def randomize_batchnorm(model, seed=0):
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-300))
+
+
+# ------------------------------------------------------------------------------------ reference composites (§9.1)
+
+#: scalar zB bounds of the reference presets: the min of the per-channel lows and the max of the per-channel highs of
+#: torchvision's ImageNet normalisation (−0.485/0.229 ≈ −2.1179, (1 − 0.406)/0.225 = 2.64; §3 "zB bounds")
+SCALAR_LOW = torch.tensor(-0.485 / 0.229, dtype=torch.float64)
+SCALAR_HIGH = torch.tensor((1 - 0.406) / 0.225, dtype=torch.float64)
+
+
+def safe_divide_1e7(z: torch.Tensor) -> torch.Tensor:
+    """Callable stabiliser = iNNvestigate 1.0.8.3 ``SafeDivide``: 1e-7 replaces exact zeros, nothing else changes."""
+    return torch.where(z == 0, torch.full_like(z, 1e-7), z)
+
+
+def add_1e9(z: torch.Tensor) -> torch.Tensor:
+    """Callable stabiliser = CLRP official code: unsigned Z + 1e-9 everywhere."""
+    return z + 1e-9
+
+
+class ZPlusFullBias(BasicHook):
+    """z⁺ (α1β0) with the FULL bias b_j in the positive copy (§2 ``bias="full"``, iNNvestigate 1.0.8.3):
+    Z_j = Σ_i (x_i⁺ w_ij⁺ + x_i⁻ w_ij⁻) + b_j. zennit's stock ``ZPlus`` clamps every parameter, bias included (b⁺); here
+    only the weight is clamped in the positive copy, and the negative-input copy (W⁻) has a zero bias."""
+
+    def __init__(self, stabilizer):
+        stab = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[lambda t: t.clamp(min=0), lambda t: t.clamp(max=0)],
+            param_modifiers=[ParamMod(lambda p, name: p.clamp(min=0) if name == "weight" else p),
+                             ClampMod(max=0., zero_params=["bias"])],
+            output_modifiers=[lambda t: t] * 2,
+            gradient_mapper=lambda out_grad, outputs: [out_grad / stab(outputs[0] + outputs[1])] * 2,
+            reducer=lambda inputs, grads: inputs[0] * grads[0] + inputs[1] * grads[1],
+        )
+
+
+def reference_composite(name: str, model):
+    """zennit equivalents of cnnlens's ``sglrp-reference`` and ``clrp-reference`` (§3 table, §9.1): zB with scalar
+    bounds on the first conv, z⁺ elsewhere (full bias / bias-free), the composite's stabiliser as a callable everywhere
+    (Sum/AvgPool Norm included), max pool left to the plain gradient, BatchNorm merged by the model's canonizers."""
+    if name == "sglrp-reference":
+        stab = safe_divide_1e7
+        body = ZPlusFullBias(stab)
+    elif name == "clrp-reference":
+        stab = add_1e9
+        body = ZPlus(stabilizer=stab, zero_params="bias")
+    else:
+        raise KeyError(name)
+    layer_map = layer_map_base(stab) + [(Convolution, body), (torch.nn.Linear, body)]  # hooks are copied per module
+    first_map = [(Convolution, ZBox(low=SCALAR_LOW, high=SCALAR_HIGH, stabilizer=stab))]
+    return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=first_map, canonizers=canonizers(model))
