@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torchvision
 
+from _models import randomize_batchnorm  # noqa: F401,E402  (re-exported for the zennit tests)
+
 zennit = __import__("pytest").importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
@@ -59,28 +61,6 @@ def zennit_relevance(model, x, r0, composite) -> torch.Tensor:
     with Gradient(model=model, composite=composite) as attributor:
         _, rel = attributor(x, attr_output=r0)
     return rel
-
-
-def randomize_batchnorm(model, seed=0):
-    """Random BN statistics and affine parameters so folding is not an identity (float64 tests).
-
-    Also sets every BN ``eps`` to 0: zennit 0.5.1's ``MergeBatchNorm`` leaves the merged BatchNorm at running_var = 1
-    but keeps its eps, so it still divides by sqrt(1 + eps) (a 5e-6 relative error per BN layer in zennit's forward,
-    1e-4 through a ResNet). With eps = 0 zennit's canonised forward equals the model's.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eps = 0.0
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-            elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
-    return model
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

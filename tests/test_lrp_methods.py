@@ -10,7 +10,7 @@ import cnnlens
 from cnnlens.lrp import lrp_attribute
 from cnnlens.methods import get_method
 
-from _lrp_oracle import randomize_batchnorm
+from _models import randomize_batchnorm
 
 _CACHE: dict = {}
 

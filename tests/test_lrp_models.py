@@ -12,7 +12,7 @@ from torch import nn
 from cnnlens.errors import UnsupportedOperationError
 from cnnlens.lrp import Composite, Epsilon, Norm, Stabilizer, ZBox, lrp_attribute
 
-from _lrp_oracle import randomize_batchnorm
+from _models import randomize_batchnorm
 
 
 def _sum(t):

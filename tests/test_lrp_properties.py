@@ -10,7 +10,7 @@ from torch import nn
 from cnnlens.errors import InputError, LayerError
 from cnnlens.lrp import COMPOSITES, Composite, Epsilon, ZPlus, get_composite, get_plan, lrp_attribute
 
-from _lrp_oracle import randomize_batchnorm
+from _models import randomize_batchnorm
 
 _CACHE: dict = {}
 
