@@ -91,15 +91,20 @@ def test_closed_form_resnet18_layer4(dtype, tol, r18, r18_64):
 
 
 @pytest.mark.slow
-def test_closed_form_resnet50_layer4():
-    model = _resnet("resnet50")
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 5e-6)])
+def test_closed_form_resnet50_layer4(dtype, tol):
+    """float64: exact to round-off. float32: the engine folds BN and runs channels_last on the CPU, the closed form
+    runs the unfolded model, so the two round differently through 50 layers (measured 1.8e-6; 5.3e-7 when both were
+    contiguous)."""
+    model = _resnet("resnet50").to(dtype)
     torch.manual_seed(2)
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(2, 3, 224, 224, dtype=dtype)
     e = cnnlens.explain(model, x, "relevance-cam", layer="layer4")
-    exp, _ = closed_form_layer4(model, x)
+    xc = x.contiguous(memory_format=torch.channels_last) if dtype == torch.float32 else x  # the engine's layout
+    exp, _ = closed_form_layer4(model, xc)
     rel = ((e.raw - exp).abs().max() / exp.abs().max()).item()
-    print(f"\nrelevance-cam closed form resnet50 layer4 fp32: max rel err {rel:.2e}")
-    assert rel <= 1e-6, rel
+    print(f"\nrelevance-cam closed form resnet50 layer4 {dtype}: max rel err {rel:.2e}")
+    assert rel <= tol, rel
 
 
 def test_display_map_order(r18):
