@@ -446,7 +446,8 @@ def test_score_cam_fast_forward_equals_plain_resnet18(variant, mask_space, size,
     torch.manual_seed(21)
     x = torch.randn(2, 3, size, size)
     err, rel = _fast_vs_plain(resnet18, x, "layer4", variant=variant, mask_space=mask_space, batch_size=100)
-    print(f"\nscore-cam fast vs plain resnet18 layer4 {size}px {variant}/{mask_space}: map {err:.1e}, weights rel {rel:.1e}")
+    print(f"\nscore-cam fast vs plain resnet18 layer4 {size}px {variant}/{mask_space}: map {err:.1e}, "
+          f"weights rel {rel:.1e}")
     assert calls["n"] > 0
     assert err <= 1e-5 and rel <= 1e-5
     _assert_untouched(resnet18, snap)

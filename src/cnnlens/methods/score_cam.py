@@ -176,7 +176,7 @@ class _MaskedForward:
             return self.model(inputs.contiguous())
 
     def linear_stem(self, a: torch.Tensor, pairs: torch.Tensor, affine, size, align: bool) -> "_LinearStem | None":
-        """A :class:`_LinearStem` for this layer when the plan has a stem and the linear form is cheaper (cams.md §5)."""
+        """A :class:`_LinearStem` for this layer when the plan has a stem and the linear form is cheaper."""
         plan = self.plan
         if plan is None or plan.stem is None or plan.tail is None or pairs.shape[0] == 0:
             return None
