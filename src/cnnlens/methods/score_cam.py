@@ -4,6 +4,11 @@ channel's upsampled, min-max normalised activation map.
 Batched: the (sample, channel) pairs are scored in chunks of ``batch_size`` masked forwards; the masks of a chunk are
 built from the low-resolution maps when the chunk runs, so memory does not grow with the number of channels. Channels
 whose map is constant are never forwarded (their mask carries no spatial information).
+
+Fast path (``fast_forward=True``, cams.md §5 cost model: the masked forwards dominate): the chunks run through an
+inference-only rewrite of the model (``_fast_forward.py``: BN folded, conv+ReLU/+residual fused, prepacked oneDNN
+weights), and where the input feeds only a first conv and the layer's map is small, that conv of every mask is a linear
+combination of h·w + 1 convs per image (``_LinearStem``). Only float rounding differs from the plain model's forwards.
 """
 from __future__ import annotations
 
@@ -258,7 +263,7 @@ class _LinearStem:
         width = self.basis(segments[0][2]).shape[1]
         c, h, w = self._shape
         # with a stem max pool, the linear combination is pooled block by block, while it is still in cache
-        block = count if plan.pool is None else max(1, min(count, 2 ** 23 // (width * coef.element_size())))
+        block = count if plan.pool is None else max(1, min(count, 2 ** 22 // (width * coef.element_size())))
         if self._z is None or self._z.shape[0] < block or self._z.shape[1] != width:
             self._z = None                                     # one buffer for all chunks: a fresh allocation this
             self._z = coef.new_empty(block, width)             # large would be page-faulted in on every chunk
