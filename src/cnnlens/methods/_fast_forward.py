@@ -64,18 +64,16 @@ class FusedConv(nn.Module):
         self.relu = relu
         self.residual = residual
         self._onednn = _onednn_available()
-        self._packed: dict[tuple, torch.Tensor] = {}
+        self._packed: torch.Tensor | None = None
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        key = tuple(x.shape)
-        w = self._packed.get(key)
-        if w is None:
-            if len(self._packed) >= 4:
-                self._packed.clear()
-            w = torch._C._nn.mkldnn_reorder_conv2d_weight(self.weight.to_mkldnn(), self.padding, self.stride,
-                                                          self.dilation, self.groups, list(x.shape))
-            self._packed[key] = w
-        return w
+        """The weight reordered once into oneDNN's blocked layout (valid for any input shape; measured: the batch size
+        it is packed for does not matter)."""
+        if self._packed is None:
+            self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(self.weight.to_mkldnn(), self.padding,
+                                                                     self.stride, self.dilation, self.groups,
+                                                                     list(x.shape))
+        return self._packed
 
     def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
         if self._onednn and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and \
@@ -91,7 +89,7 @@ class FusedConv(nn.Module):
                     "relu" if self.relu else None, [], "")
             except (RuntimeError, NotImplementedError):
                 self._onednn = False      # this op or shape is not supported by the fused kernel: plain ops from now
-                self._packed.clear()
+                self._packed = None
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if other is not None:
             y = y + other
