@@ -410,3 +410,163 @@ def test_score_cam_memory_formats():
     a = cnnlens.explain(net, x, "score-cam", layer="features.1")          # falls back to contiguous
     b = cnnlens.explain(net, x, "score-cam", layer="features.1", memory_format="contiguous")
     assert torch.equal(a.heatmap, b.heatmap)
+
+
+# --------------------------------------------------------------------------- Score-CAM fast forward (cams.md §5)
+from cnnlens.methods import _fast_forward, score_cam as _score_cam_mod  # noqa: E402
+
+
+def _count_linear_stem(monkeypatch):
+    calls = {"n": 0}
+    orig = _score_cam_mod._LinearStem.__call__
+
+    def counting(self, *args, **kwargs):
+        calls["n"] += 1
+        return orig(self, *args, **kwargs)
+    monkeypatch.setattr(_score_cam_mod._LinearStem, "__call__", counting)
+    return calls
+
+
+def _fast_vs_plain(model, x, layer, **opts):
+    fast = cnnlens.explain(model, x, "score-cam", layer=layer, **opts)
+    plain = cnnlens.explain(model, x, "score-cam", layer=layer, fast_forward=False, **opts)
+    w_f, w_p = fast.extras["channel_scores"], plain.extras["channel_scores"]
+    rel = ((w_f - w_p).abs().max() / w_p.abs().max()).item()
+    return (fast.heatmap - plain.heatmap).abs().max().item(), rel
+
+
+@pytest.mark.parametrize("variant,mask_space,size", [("gc", "normalized", 112), ("paper", "normalized", 64),
+                                                     ("paper", "raw", 64), ("gc", "raw", 64)])
+def test_score_cam_fast_forward_equals_plain_resnet18(variant, mask_space, size, resnet18, monkeypatch):
+    """BN folded, conv+ReLU(+residual) fused, and the stem conv by linearity (layer4 at 112 px is 4x4: 18 basis rows
+    < 147 = 3·7·7; at 64 px 2x2): equal to the plain model's forwards up to fp32 rounding, batched over two images
+    (chunks of 100 span both)."""
+    calls = _count_linear_stem(monkeypatch)
+    snap = _snapshot(resnet18)
+    torch.manual_seed(21)
+    x = torch.randn(2, 3, size, size)
+    err, rel = _fast_vs_plain(resnet18, x, "layer4", variant=variant, mask_space=mask_space, batch_size=100)
+    print(f"\nscore-cam fast vs plain resnet18 layer4 {size}px {variant}/{mask_space}: map {err:.1e}, "
+          f"weights rel {rel:.1e}")
+    assert calls["n"] > 0
+    assert err <= 1e-5 and rel <= 1e-5
+    _assert_untouched(resnet18, snap)
+
+
+def test_score_cam_fast_forward_equals_plain_vgg11(vgg11, monkeypatch):
+    """No BatchNorm; conv+ReLU fused; at 32 px features.18 is 2x2 so the stem (3·3·3 = 27) runs by linearity with
+    its max pool applied block by block; at features.8 (4x4) the linear stem does not pay and is not used."""
+    calls = _count_linear_stem(monkeypatch)
+    torch.manual_seed(22)
+    x = torch.randn(2, 3, 32, 32)
+    for layer, linear in (("features.18", True), ("features.8", False)):
+        calls["n"] = 0
+        for variant in ("gc", "paper"):
+            err, rel = _fast_vs_plain(vgg11, x, layer, variant=variant, batch_size=40)
+            assert err <= 1e-5 and rel <= 1e-5, (layer, variant, err, rel)
+        assert (calls["n"] > 0) == linear
+
+
+class _StemNoPool(nn.Module):
+    """A stem conv → BN → ReLU without a max pool (the linear stem's tail starts at the ReLU), a residual add and a
+    functional ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(23)
+        self.conv0 = nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.head = nn.Linear(16, 6)
+        with torch.no_grad():
+            self.bn0.running_mean.uniform_(-0.3, 0.3)
+            self.bn0.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        h = torch.relu(self.bn0(self.conv0(x)))
+        h = F.relu(self.conv1(h) + h)
+        h = F.relu(self.conv2(h))
+        return self.head(h.mean((2, 3)))
+
+
+def test_score_cam_fast_forward_stem_without_pool(monkeypatch):
+    calls = _count_linear_stem(monkeypatch)
+    net = _StemNoPool().eval()
+    plan = _fast_forward.inference_plan(net, torch.float32)
+    assert plan is not None and plan.stem is not None and plan.pool is None
+    torch.manual_seed(24)
+    x = torch.randn(3, 3, 8, 8)                                          # conv2 is 2x2: 6 basis rows per image
+    for variant, mask_space in (("gc", "normalized"), ("paper", "raw")):
+        err, rel = _fast_vs_plain(net, x, "conv2", variant=variant, mask_space=mask_space, batch_size=7)
+        assert err <= 1e-5 and rel <= 1e-5
+    assert calls["n"] > 0
+
+
+def test_score_cam_fast_forward_falls_back(monkeypatch):
+    """No plan for a model in training mode, with hooks, or not float32/64; the .view net cannot take the rewrite's
+    channels_last feature maps, so its logits check fails and the plain model runs: identical to fast_forward=False."""
+    net = _small_cnn(seed=25)
+    assert _fast_forward.inference_plan(net, torch.float32) is not None
+    net.train()
+    assert _fast_forward.inference_plan(net, torch.float32) is None
+    net.eval()
+    assert _fast_forward.inference_plan(net, torch.float16) is None
+    h = net[2].register_forward_hook(lambda m, i, o: o * 2)
+    assert _fast_forward.inference_plan(net, torch.float32) is None
+    torch.manual_seed(26)
+    x = torch.randn(2, 3, 16, 16)
+    a = cnnlens.explain(net, x, "score-cam", layer="5")
+    b = cnnlens.explain(net, x, "score-cam", layer="5", fast_forward=False)
+    assert torch.equal(a.heatmap, b.heatmap)                            # the user's hook runs in both
+    h.remove()
+
+    view = _ViewNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    checks = []
+    orig = _score_cam_mod._checked_plan
+    monkeypatch.setattr(_score_cam_mod, "_checked_plan", lambda *a: checks.append(orig(*a)) or checks[-1])
+    for fmt in ("auto", "contiguous"):
+        a = cnnlens.explain(view, x, "score-cam", layer="features.1", memory_format=fmt)
+        b = cnnlens.explain(view, x, "score-cam", layer="features.1", memory_format=fmt, fast_forward=False)
+        assert torch.equal(a.heatmap, b.heatmap)
+    assert checks == [None, None]
+
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _small_cnn(seed=27)
+
+        def forward(self, x):
+            if x.sum() > 0:                                            # data-dependent control flow: fx cannot trace
+                return self.net(x)
+            return -self.net(x)
+    u = Untraceable().eval()
+    assert _fast_forward.inference_plan(u, torch.float32) is None
+    a = cnnlens.explain(u, x, "score-cam", layer="net.5")
+    b = cnnlens.explain(u, x, "score-cam", layer="net.5", fast_forward=False)
+    assert torch.equal(a.heatmap, b.heatmap)
+    with pytest.raises(MethodError):
+        cnnlens.explain(net, x, "score-cam", layer="5", fast_forward="yes")
+
+
+def test_score_cam_fast_forward_training_model_and_changed_parameters():
+    """A model in training mode is explained in eval mode (explain's contract) and comes back untouched; parameters
+    changed between calls (in place, or behind the version counter through .data) never meet stale folded weights."""
+    net = _small_cnn(seed=28).train()
+    snap = _snapshot(net)
+    torch.manual_seed(29)
+    x = torch.randn(2, 3, 16, 16)
+    err, rel = _fast_vs_plain(net, x, "5", variant="gc")
+    assert err <= 1e-5 and rel <= 1e-5
+    _assert_untouched(net, snap)
+    net.eval()
+    cnnlens.explain(net, x, "score-cam", layer="5")                     # caches the plan
+    with torch.no_grad():
+        net[1].running_var.mul_(3.0)                                    # version counter moves
+    err, rel = _fast_vs_plain(net, x, "5")
+    assert err <= 1e-5 and rel <= 1e-5
+    net[4].weight.data.mul_(-2.0)                                       # .data: the version counter does not move
+    net[1].weight.data.add_(0.5)
+    err, rel = _fast_vs_plain(net, x, "5")
+    assert err <= 1e-5 and rel <= 1e-5

@@ -4,6 +4,11 @@ channel's upsampled, min-max normalised activation map.
 Batched: the (sample, channel) pairs are scored in chunks of ``batch_size`` masked forwards; the masks of a chunk are
 built from the low-resolution maps when the chunk runs, so memory does not grow with the number of channels. Channels
 whose map is constant are never forwarded (their mask carries no spatial information).
+
+Fast path (``fast_forward=True``, cams.md §5 cost model: the masked forwards dominate): the chunks run through an
+inference-only rewrite of the model (``_fast_forward.py``: BN folded, conv+ReLU/+residual fused, prepacked oneDNN
+weights), and where the input feeds only a first conv and the layer's map is small, that conv of every mask is a linear
+combination of h·w + 1 convs per image (``_LinearStem``). Only float rounding differs from the plain model's forwards.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import torch.nn.functional as F
 from ..capture import LayerCapture
 from ..errors import LayerError, MethodError
 from ..ops import display_map, minmax
+from ._fast_forward import InferencePlan, inference_plan
 from .registry import MapResult, MethodOutput, Request, register
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,7 +53,7 @@ def _scores(logits: torch.Tensor, targets: torch.Tensor, variant: str) -> torch.
 def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", mask_space: str = "normalized",
               batch_size: int = 64, relu: bool = True, normalize: str | None = None,
               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-              memory_format: str = "auto") -> MethodOutput:
+              memory_format: str = "auto", fast_forward: bool = True) -> MethodOutput:
     """Score-CAM at every requested layer (one capturing forward, then the masked forwards of each layer).
 
     variant: "paper" (default, the official code d312f14): masks = min-max(Up(A_k)), bilinear align_corners=False;
@@ -66,6 +72,14 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
     memory_format: layout of the masked inputs: "auto" (channels_last, ≈1.4× faster convolutions on CPU; falls back
       to contiguous if the model's forward rejects it, e.g. a ``.view`` on a feature map), "channels_last" or
       "contiguous". Only float rounding differs.
+    fast_forward: run the masked forwards through an inference-only rewrite of the model (``_fast_forward.py``: traced
+      with torch.fx, eval BatchNorm folded into the preceding conv, conv+ReLU and conv+residual-add+ReLU fused into one
+      oneDNN call with prepacked weights on CPU/float32) and, where the input feeds only a first conv and the layer's
+      map is small (2·(h·w+2) ≤ the conv's C_in·k_h·k_w), compute that first conv of all masked inputs by linearity from
+      h·w+1 convs per image (``_LinearStem``). Only float rounding differs (the maps agree to ~1e-6). Never changes the
+      model; silently uses the plain model when the rewrite does not apply (a module in training mode or with hooks,
+      an untraceable forward, not float32/float64, no Conv2d) or when the rewrite's logits on ``x`` differ from the
+      model's. False: always the plain model.
     The returned ``raw`` is the low-resolution map Σ_k w_k A_k (ReLU'd when relu=True); extras["channel_scores"] holds
     the (N,K) weights per layer (0 for skipped channels under "paper").
     """
@@ -79,6 +93,8 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
         raise MethodError(f"batch_size must be a positive integer, got {batch_size!r}")
     if memory_format not in ("auto", "channels_last", "contiguous"):
         raise MethodError(f"memory_format must be 'auto', 'channels_last' or 'contiguous', got {memory_format!r}")
+    if not isinstance(fast_forward, bool):
+        raise MethodError(f"fast_forward must be True or False, got {fast_forward!r}")
     if normalize is None:
         normalize = "after_resize" if variant == "paper" else "before_resize"
     if normalize not in ("before_resize", "after_resize"):
@@ -94,10 +110,13 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
         if mask_space == "raw":
             mean_t, std_t = _normalisation(req, mean, std)
             image = x * std_t + mean_t
+            affine = (image / std_t, -mean_t / std_t)                  # masked = P·m + Q, for the linear stem
 
             def masked(idx, m):
                 return (image[idx] * m - mean_t) / std_t
         else:
+            affine = (x, None)
+
             def masked(idx, m):
                 return x[idx] * m
 
@@ -106,26 +125,50 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
             all_idx = torch.arange(x.shape[0], device=x.device)
             base_scores = _scores(model(masked(all_idx, torch.zeros_like(x[:, :1]))), targets, variant)
 
-        forward = _MaskedForward(model, memory_format)
+        plan = _checked_plan(model, x, logits) if fast_forward else None
+        forward = _MaskedForward(model, memory_format, plan)
         maps = {}
         for name in layers:
             a = acts[name]
             if a.dim() != 4:
                 raise LayerError(f"layer {name!r} outputs shape {tuple(a.shape)}; a CAM needs a (N,C,h,w) feature map")
-            maps[name] = _layer_map(forward, a, targets, masked, base_scores, variant, baseline, batch_size, relu,
-                                    normalize, size, req.progress, name)
+            maps[name] = _layer_map(forward, a, targets, masked, affine, base_scores, variant, baseline, batch_size,
+                                    relu, normalize, size, req.progress, name)
     return MethodOutput(maps=maps, targets=targets, logits=logits.detach())
 
 
-class _MaskedForward:
-    """Runs the model on a chunk of masked inputs in the chosen memory format ("auto": channels_last, and contiguous
-    for the rest of the call if the model raises on a channels_last input)."""
+def _checked_plan(model, x: torch.Tensor, logits) -> InferencePlan | None:
+    """The model's inference plan if its logits on ``x`` match the model's (re-planned once if not: parameters may have
+    changed behind the version counters, e.g. through ``.data``); else None."""
+    if not isinstance(logits, torch.Tensor):
+        return None
+    for rebuild in (False, True):
+        plan = inference_plan(model, x.dtype, rebuild=rebuild)
+        if plan is None:
+            return None
+        if plan.matches(x, logits):
+            return plan
+    return None
 
-    def __init__(self, model, memory_format: str) -> None:
+
+class _MaskedForward:
+    """Runs the model on a chunk of masked inputs: through the inference plan when there is one (and the plain model
+    from then on if it raises), else the model itself in the chosen memory format ("auto": channels_last, and
+    contiguous for the rest of the call if the model raises on a channels_last input)."""
+
+    def __init__(self, model, memory_format: str, plan: InferencePlan | None = None) -> None:
         self.model = model
         self.mode = memory_format
+        self.plan = plan
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.plan is not None:
+            try:
+                if self.mode != "contiguous" and inputs.dim() == 4:
+                    return self.plan(inputs.contiguous(memory_format=torch.channels_last))
+                return self.plan(inputs)
+            except RuntimeError:
+                self.plan = None
         if self.mode == "contiguous" or inputs.dim() != 4:
             return self.model(inputs)
         cl = inputs.contiguous(memory_format=torch.channels_last)
@@ -137,15 +180,119 @@ class _MaskedForward:
             self.mode = "contiguous"
             return self.model(inputs.contiguous())
 
+    def linear_stem(self, a: torch.Tensor, pairs: torch.Tensor, affine, size, align: bool) -> "_LinearStem | None":
+        """A :class:`_LinearStem` for this layer when the plan has a stem and the linear form is cheaper."""
+        plan = self.plan
+        if plan is None or plan.stem is None or plan.tail is None or pairs.shape[0] == 0:
+            return None
+        stem = plan.stem
+        j = a.shape[2] * a.shape[3] + 2                        # basis rows: h·w unit maps, P itself, the constant
+        if 2 * j > stem.weight[0].numel():
+            return None
+        n_samples = int(torch.unique_consecutive(pairs[:, 0]).numel())
+        if pairs.shape[0] < 2 * j * n_samples:                 # too few masks per image to amortise the basis convs
+            return None
+        p = affine[0]
+        out_hw = [(s + 2 * pad - d * (k - 1) - 1) // st + 1 for s, pad, d, k, st in
+                  zip(p.shape[2:], stem.padding, stem.dilation, stem.weight.shape[2:], stem.stride)]
+        if j * stem.weight.shape[0] * out_hw[0] * out_hw[1] * p.element_size() > 2 ** 29:   # basis > 512 MiB
+            return None
+        return _LinearStem(self, affine, a.shape[2:], size, align)
 
-def _layer_map(model, a, targets, masked, base_scores, variant, baseline, batch_size, relu, normalize, size, progress,
-               name) -> MapResult:
+
+class _LinearStem:
+    """The stem conv of every masked input by linearity (exact algebra; only float rounding differs).
+
+    A mask is m = α·Up(A_k) + β: bilinear upsampling is linear, Up(A_k) = Σ_j A_kj·U_j with U_j the upsampled unit
+    maps, and the min-max normalisation is a per-mask affine map (α = 1/(hi − lo [+ ε]), β = −lo·α; 0 for a constant
+    mask under "paper"). The masked input is P_n·m + Q (P = x, Q = 0 for mask_space="normalized"; P = image/std,
+    Q = −mean/std for "raw"). Hence the stem's pre-activation output is
+        conv(P_n·m + Q) + b = Σ_j α·A_kj·conv(P_n·U_j) + β·conv(P_n) + (conv(Q) + b),
+    i.e. h·w + 1 stem convs per image (the basis) and one (masks × (h·w + 2)) @ (h·w + 2, C'·H'·W') matmul per chunk
+    instead of one stem conv per mask; the plan's ``tail`` runs the rest of the network on it.
+    """
+
+    def __init__(self, forward: _MaskedForward, affine, hw, size, align: bool) -> None:
+        self.forward = forward
+        self.p, q = affine
+        stem = forward.plan.stem
+        self.stem = stem
+        n_units = hw[0] * hw[1]
+        eye = torch.eye(n_units, dtype=self.p.dtype, device=self.p.device).reshape(n_units, 1, *hw)
+        self.units = F.interpolate(eye, size=size, mode="bilinear", align_corners=align)        # (h·w, 1, H, W)
+        const = stem.bias if stem.bias is not None else torch.zeros(stem.weight.shape[0], dtype=self.p.dtype,
+                                                                    device=self.p.device)
+        self.const = const.reshape(1, -1, 1, 1)
+        if q is not None:
+            q_img = q.expand(1, *self.p.shape[1:])
+            self.const = self.const + self._conv(q_img)
+        self._n = None
+        self._basis = None
+        self._z = None
+
+    def _conv(self, inputs: torch.Tensor) -> torch.Tensor:
+        s = self.stem
+        return F.conv2d(inputs.contiguous(memory_format=torch.channels_last), s.weight, None, s.stride, s.padding,
+                        s.dilation, s.groups)
+
+    def basis(self, n: int) -> torch.Tensor:
+        """(h·w + 2, H'·W'·C') rows: conv(P_n·U_j) for every j, conv(P_n), conv(Q) + b; in channels_last order."""
+        if self._n != n:
+            self._basis = None                                  # free the previous image's basis first
+            p = self.p[n]
+            convs = self._conv(torch.cat([p * self.units, p[None]]))
+            const = self.const.expand(1, *convs.shape[1:])
+            self._basis = torch.cat([convs, const]).permute(0, 2, 3, 1).reshape(convs.shape[0] + 1, -1)
+            self._n = n
+            self._shape = convs.shape[1:]
+        return self._basis
+
+    def __call__(self, b_idx: torch.Tensor, b_host: list[int], acts: torch.Tensor, alpha: torch.Tensor,
+                 beta: torch.Tensor) -> torch.Tensor:
+        coef = torch.cat([acts * alpha[:, None], beta[:, None], torch.ones_like(beta)[:, None]], dim=1)
+        count = coef.shape[0]
+        segments = []                                          # (start, end, image) runs; b is sorted
+        start = 0
+        while start < count:
+            end = start
+            while end < count and b_host[end] == b_host[start]:
+                end += 1
+            segments.append((start, end, b_host[start]))
+            start = end
+        plan = self.forward.plan
+        width = self.basis(segments[0][2]).shape[1]
+        c, h, w = self._shape
+        # with a stem max pool, the linear combination is pooled block by block, while it is still in cache
+        block = count if plan.pool is None else max(1, min(count, 2 ** 22 // (width * coef.element_size())))
+        if self._z is None or self._z.shape[0] < block or self._z.shape[1] != width:
+            self._z = None                                     # one buffer for all chunks: a fresh allocation this
+            self._z = coef.new_empty(block, width)             # large would be page-faulted in on every chunk
+        pooled = []
+        for b0 in range(0, count, block):
+            b1 = min(b0 + block, count)
+            z = self._z[:b1 - b0]
+            for s0, s1, n in segments:
+                if s1 > b0 and s0 < b1:
+                    lo, hi = max(s0, b0), min(s1, b1)
+                    torch.matmul(coef[lo:hi], self.basis(n), out=z[lo - b0:hi - b0])
+            z = z.view(b1 - b0, h, w, c).permute(0, 3, 1, 2)    # channels_last (N, C', H', W'), no copy
+            if plan.pool is None:
+                return plan.tail(z)
+            pooled.append(plan.pool(z))
+        p = pooled[0] if len(pooled) == 1 else torch.cat(pooled)
+        return plan.pooled_tail(torch.relu_(p))
+
+
+def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline, batch_size, relu, normalize, size,
+               progress, name) -> MapResult:
     n, k = a.shape[:2]
     flat = a.reshape(n, k, -1)
     varying = flat.amax(dim=2) > flat.amin(dim=2)                       # (N,K); constant maps are never forwarded
     pairs = varying.nonzero()                                           # the one host sync of the layer
     scores = torch.zeros(n, k, dtype=_score_dtype(a.dtype), device=a.device)
     align = variant == "gc"
+    linear = model.linear_stem(a, pairs, affine, size, align) if isinstance(model, _MaskedForward) else None
+    b_host = pairs[:, 0].tolist() if linear is not None else None
     chunks = range(0, pairs.shape[0], batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -155,13 +302,28 @@ def _layer_map(model, a, targets, masked, base_scores, variant, baseline, batch_
         up = F.interpolate(a[b_idx, k_idx][:, None], size=size, mode="bilinear", align_corners=align)
         lo = up.amin(dim=(2, 3), keepdim=True)
         hi = up.amax(dim=(2, 3), keepdim=True)
-        if variant == "gc":
-            mask = (up - lo) / (hi - lo + 1e-8)
-        else:
-            span = hi - lo
-            mask = torch.where(span > 0, (up - lo) / torch.where(span > 0, span, torch.ones_like(span)),
-                               torch.zeros_like(up))
-        s = _scores(model(masked(b_idx, mask)), targets[b_idx], variant)
+        logits = None
+        if linear is not None:
+            span = (hi - lo).reshape(-1)
+            if variant == "gc":
+                alpha = 1 / (span + 1e-8)
+            else:
+                alpha = torch.where(span > 0, 1 / torch.where(span > 0, span, torch.ones_like(span)),
+                                    torch.zeros_like(span))
+            try:
+                logits = linear(b_idx, b_host[start:start + batch_size], a[b_idx, k_idx].reshape(len(b_idx), -1),
+                                alpha, -lo.reshape(-1) * alpha)
+            except RuntimeError:                                 # e.g. the tail rejects the channels_last layout
+                linear = None
+        if logits is None:
+            if variant == "gc":
+                mask = (up - lo) / (hi - lo + 1e-8)
+            else:
+                span = hi - lo
+                mask = torch.where(span > 0, (up - lo) / torch.where(span > 0, span, torch.ones_like(span)),
+                                   torch.zeros_like(up))
+            logits = model(masked(b_idx, mask))
+        s = _scores(logits, targets[b_idx], variant)
         if variant == "paper":
             s = s * (hi > lo).reshape(-1)                              # skip masks constant after upsampling
             if baseline == "subtract":
