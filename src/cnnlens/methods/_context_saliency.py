@@ -96,18 +96,27 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 
 def distance_to_mask(mask: torch.Tensor) -> torch.Tensor:
     """Exact Euclidean distance transform: (N,H,W) bool → distance of every pixel to the nearest True pixel (+inf in a
-    sample without any). Separable two-pass form: column distances, then a min over rows of g² + Δ² (MATLAB ``bwdist``)."""
+    sample without any). Separable two-pass form (MATLAB ``bwdist``): the vertical distance g to the nearest True pixel
+    of the same column from a running max/min of row indices (O(HW)), then d² = min over columns l of g(·,l)² + Δ².
+    Every intermediate is an integer (or inf), exact in float32 up to 2·max(H,W)² < 2²⁴; the square root is taken in
+    float64 on CPU (float32 elsewhere)."""
     n, h, w = mask.shape
-    dtype = torch.float64 if mask.device.type == "cpu" else torch.float32
-    ri = torch.arange(h, device=mask.device, dtype=dtype)
-    ci = torch.arange(w, device=mask.device, dtype=dtype)
-    dr = (ri[:, None] - ri[None, :]).abs()           # (i, k)
-    dc2 = (ci[:, None] - ci[None, :]).square()       # (j, l)
-    inf = torch.tensor(float("inf"), dtype=dtype, device=mask.device)
-    out = torch.empty(n, h, w, dtype=dtype, device=mask.device)
-    for b in range(n):   # per sample: bounds the (H,H,W) intermediate
-        g = torch.where(mask[b][None, :, :], dr[:, :, None], inf).amin(dim=1)              # (i, j) vertical distance
-        out[b] = (g.square()[:, None, :] + dc2[None, :, :]).amin(dim=2).sqrt()               # min over columns l
+    dev = mask.device
+    dtype = torch.float64 if dev.type == "cpu" else torch.float32
+    work = torch.float32 if h * h + w * w < (1 << 24) else torch.float64       # exact integer arithmetic
+    ri = torch.arange(h, device=dev, dtype=work)[None, :, None]
+    ci = torch.arange(w, device=dev, dtype=work)
+    dc2 = (ci[:, None] - ci[None, :]).square()                                 # (j, l): Δ²
+    inf = float("inf")
+    above = torch.where(mask, ri, -inf).cummax(dim=1).values                     # nearest True row ≤ i
+    below = torch.where(mask, ri, inf).flip(1).cummin(dim=1).values.flip(1)     # nearest True row ≥ i
+    g2 = torch.minimum(ri - above, below - ri).square_()                         # (N,H,W), inf without any
+    out = torch.empty(n, h, w, dtype=dtype, device=dev)
+    step = max(1, (1 << 20) // max(1, w * w))                                  # rows per block: bounded (rows,W,W)
+    for b in range(n):
+        for i in range(0, h, step):
+            blk = (g2[b, i:i + step, None, :] + dc2[None, :, :]).amin(dim=2)     # min over columns l
+            out[b, i:i + step] = blk.to(dtype).sqrt_()
     return out
 
 
@@ -139,6 +148,7 @@ class CAConfig:
     query_stride: int = 1
     chunk_elements: int = 1 << 23
     refine: bool | None = None
+    select_group: int | None = None
 
     @property
     def area_factor(self) -> tuple[float, ...]:
@@ -152,11 +162,14 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
                 scales: Sequence[float] = (1.0, 0.8, 0.5, 0.3), search_scales: Sequence[float] = (1.0, 0.5, 0.25),
                 foci: float = 0.8, min_scale: float = 0.2, exclude_self: bool | None = None,
                 candidate_stride: int | Sequence[int] | None = None, query_stride: int = 1,
-                chunk_elements: int = 1 << 23, refine: bool | None = None) -> CAConfig:
+                chunk_elements: int = 1 << 23, refine: bool | None = None,
+                select_group: int | None = None) -> CAConfig:
     """Validate the options and fill the variant's defaults (``patch``: 7 at every scale, 7/5/3/3 for tsai_chang;
     ``candidate_stride``: half the patch size; ``exclude_self``: True except tsai_chang; ``refine``: recompute the K
     kept distances from the patch differences — None = only in float64, where it makes the result exact to ~1e-15;
-    in float32 the expanded-form error is ≲1e-4 on Ŝ and refining would double the elementwise work, K·D per query)."""
+    in float32 the expanded-form error is ≲1e-4 on Ŝ and refining would double the elementwise work, K·D per query;
+    ``select_group``: group size of the exact two-stage top-K — None = auto (≈ √(Q/K)), 1 = one plain top-K; the
+    selected values do not depend on it)."""
     if variant not in VARIANTS:
         raise ValueError(f"ca_variant must be one of {VARIANTS}, got {variant!r}")
     scales = tuple(float(s) for s in scales)
@@ -180,6 +193,8 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
         raise ValueError(f"candidate_stride must be a positive int or one per scale, got {candidate_stride}")
     if int(K) < 1:
         raise ValueError(f"K must be >= 1, got {K}")
+    if select_group is not None and int(select_group) < 1:
+        raise ValueError(f"select_group must be None or >= 1, got {select_group}")
     if int(query_stride) < 1:
         raise ValueError(f"query_stride must be >= 1, got {query_stride}")
     if variant == "tsai_chang" and int(query_stride) != 1:
@@ -188,7 +203,7 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
         exclude_self = variant != "tsai_chang"
     return CAConfig(variant, patches, int(K), float(c), scales, search_scales, float(foci), float(min_scale),
                     bool(exclude_self), strides, int(query_stride), int(chunk_elements),
-                    None if refine is None else bool(refine))
+                    None if refine is None else bool(refine), None if select_group is None else int(select_group))
 
 
 @dataclass
@@ -271,41 +286,98 @@ def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
     return feats.transpose(1, 2).contiguous(), pos, (nh, nw)
 
 
-def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, cpos: torch.Tensor, c: float,
-                       k: int, self_index: torch.Tensor | None, chunk_elements: int, refine: bool) -> torch.Tensor:
-    """(1/K) Σ of the K smallest d = d_color/(1 + c·d_position) per query (Eq. 1-2), queries in chunks: (N,P)."""
+# Queries per chunk on CPU: the distance block (rows × Q) and its weight block stay in the per-core L2 cache, so the
+# elementwise passes and the selection run from cache (a larger ``chunk_elements`` does not speed the CPU up).
+_CPU_TILE_ELEMENTS = 1 << 18
+
+
+def _group_size(q_count: int, k: int, group: int | None) -> int:
+    """Group size of the two-stage exact top-K (1 = a plain ``torch.topk`` over every candidate). Auto (None):
+    g ≈ √(Q/K), which balances the two selections (over Q/g group minima, then over the K·g gathered values)."""
+    g = int(round(math.sqrt(q_count / k))) if group is None else int(group)
+    return g if g >= 2 and g * k < q_count else 1
+
+
+def _query_blocks(nh: int, nw: int, rows: int):
+    """Blocks of the (nh, nw) query grid, row-major and contiguous in the flattened query index: (i0, i1, j0, j1),
+    either whole grid rows (when ``rows`` ≥ nw) or runs of one grid row, each at most ``rows`` queries."""
+    if rows >= nw:
+        m = rows // nw
+        return [(i, min(nh, i + m), 0, nw) for i in range(0, nh, m)]
+    length = -(-nw // -(-nw // rows))      # equal runs: ceil(nw / ceil(nw / rows))
+    return [(i, i + 1, j, min(nw, j + length)) for i in range(nh) for j in range(0, nw, length)]
+
+
+def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int], cand: torch.Tensor,
+                       cpos: torch.Tensor, c: float, k: int, self_index: torch.Tensor | None, chunk_elements: int,
+                       refine: bool, group: int | None = None) -> torch.Tensor:
+    """(1/K) Σ of the K smallest d = d_color/(1 + c·d_position) per query (Eq. 1-2): (N,P).
+
+    ``q`` (N,P,D) are the queries of an (nh, nw) grid in row-major order with centres ``qpos`` (P,2); ``cand`` (N,Q,D)
+    the candidates at ``cpos`` (Q,2). The P×Q matrix is never materialised: queries go in blocks of grid rows (or runs
+    of one row), for which
+
+    * d_color² = ‖p‖² + ‖q‖² − 2⟨p,q⟩ comes from one matmul of the augmented vectors [p, ‖p‖², 1]·[−2q, 1, ‖q‖²];
+    * (c·d_position)² = c²Δy² + c²Δx² is a broadcast sum of two small tables (grid rows × Q, grid columns × Q),
+      because the query positions are separable; the ranking key is d² = d_color²/(1 + c·d_position)² (monotone in d);
+    * the self-match (``self_index``) is set to +inf by a scatter (queries without one write into a padding column);
+    * exact top-K in two stages (:func:`_group_size`): the candidates are split into G groups of g, the K groups
+      with the smallest minima are kept, and the K smallest keys are taken among their K·g members. Every key ≤ the
+      K-th smallest lies in a group whose minimum is ≤ it, so the kept values are exactly those of a full top-K.
+
+    With ``refine`` the K kept distances are recomputed from the patch differences (no expanded-form cancellation)."""
     n, p, _ = q.shape
-    qq = q.square().sum(-1)                           # (N,P)
-    cc = cand.square().sum(-1)                        # (N,Q)
-    cand_t = cand.transpose(1, 2)
     nq = cand.shape[1]
-    qpos_c, cpos_c = qpos * c, cpos * c               # c·d_position = |c·Δ|
-    # rows per chunk: the (N,rows,Q) ranking matrix and, when refining, the (N,rows,K,D) gathered patches both stay
-    # within chunk_elements
-    rows = max(1, chunk_elements // max(1, n * (max(nq, k * q.shape[-1]) if refine else nq)))
-    batch = torch.arange(n, device=q.device)[:, None, None]
-    out = torch.empty(n, p, dtype=q.dtype, device=q.device)
-    for a in range(0, p, rows):                       # chunks of queries: the P×Q matrix is never materialised
-        b = min(p, a + rows)
-        # ranking key d² = d_color²/(1 + c·d_pos)² (same order as d); small negative d_color² from cancellation
-        # only make a near-duplicate rank first, and the kept distances are recomputed exactly below
-        d2 = torch.baddbmm(qq[:, a:b, None] + cc[:, None, :], q[:, a:b], cand_t, alpha=-2.0)
-        wpos = torch.hypot(qpos_c[a:b, None, 0] - cpos_c[None, :, 0], qpos_c[a:b, None, 1] - cpos_c[None, :, 1])
-        wpos.add_(1.0)                                # (p,Q): 1 + c·d_position
-        d2.div_(wpos.square())
-        if self_index is not None:
-            idx = self_index[a:b]
-            hit = (idx >= 0).nonzero().squeeze(1)
-            if hit.numel():
-                d2[:, hit, idx[hit]] = float("inf")
-        if refine:
-            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).indices           # (N,p,K)
-            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
-            dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                      # (N,p,K)
-            out[:, a:b] = (dcol / wpos.expand(n, -1, -1).gather(2, best)).mean(-1)
+    nh, nw = grid
+    dev, dt = q.device, q.dtype
+    g = _group_size(nq, k, group)
+    qp = -(-(nq + 1) // g) * g                 # ≥ 1 padding column (+inf): the self-match sink, whole groups
+    ng = qp // g
+    # [p, ‖p‖², 1] · [−2q, 1, ‖q‖²] = d_color² (the −2 is an exact power-of-two scaling)
+    qa = torch.cat((q, q.square().sum(-1, keepdim=True), q.new_ones(n, p, 1)), dim=-1)
+    ca = torch.cat((-2.0 * cand, cand.new_ones(n, nq, 1), cand.square().sum(-1, keepdim=True)), dim=-1)
+    ca_t = ca.transpose(1, 2).contiguous()                                  # (N, D+2, Q)
+    qg = qpos.view(nh, nw, 2)
+    ty = (qg[:, 0, 0, None] * c - cpos[None, :, 0] * c).square()           # (nh, Q): (c·Δy)²
+    tx = (qg[0, :, 1, None] * c - cpos[None, :, 1] * c).square()           # (nw, Q): (c·Δx)²
+    sink = torch.where(self_index >= 0, self_index, torch.full_like(self_index, nq)) if self_index is not None else None
+    budget = chunk_elements if dev.type != "cpu" else min(chunk_elements, _CPU_TILE_ELEMENTS)
+    rows = max(1, budget // (n * qp))
+    if refine:   # the (N,rows,K,D) gathered patches stay within chunk_elements as well
+        rows = max(1, min(rows, chunk_elements // max(1, n * k * q.shape[-1])))
+    batch = torch.arange(n, device=dev)[:, None, None]
+    out = torch.empty(n, p, dtype=dt, device=dev)
+    bufs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    for i0, i1, j0, j1 in _query_blocks(nh, nw, rows):
+        a, b = i0 * nw + j0, (i1 - 1) * nw + j1
+        m = b - a
+        if m not in bufs:                       # at most two block sizes
+            key = torch.full((n, m, qp), float("inf"), dtype=dt, device=dev)
+            bufs[m] = (torch.empty(n, m, nq, dtype=dt, device=dev), torch.empty(m, nq, dtype=dt, device=dev), key)
+        dc2, w, key = bufs[m]
+        torch.bmm(qa[:, a:b], ca_t, out=dc2)                                # d_color²
+        torch.add(ty[i0:i1, None, :], tx[None, j0:j1, :], out=w.view(i1 - i0, j1 - j0, nq))
+        w.sqrt_().add_(1.0)                                                 # 1 + c·d_position
+        kv = key[..., :nq]
+        torch.div(dc2, w, out=kv).div_(w)                                   # d² = d_color²/(1 + c·d_position)²
+        if sink is not None:
+            key.scatter_(2, sink[a:b].view(1, m, 1).expand(n, m, 1), float("inf"))
+        flat = key.view(n * m, qp)
+        if g > 1:
+            grouped = flat.view(n * m, g, ng)                               # group j = columns {j, j+G, j+2G, …}
+            gi = torch.topk(grouped.amin(1), k, dim=-1, largest=False, sorted=False).indices       # (N·m, K)
+            members = grouped.gather(2, gi[:, None, :].expand(-1, g, -1)).view(n * m, g * k)
+            top = torch.topk(members, k, dim=-1, largest=False, sorted=False)
         else:
-            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).values
-            out[:, a:b] = best.clamp_min_(0).sqrt_().mean(-1)
+            top = torch.topk(flat, k, dim=-1, largest=False, sorted=False)
+        if refine:
+            t = top.indices
+            best = ((t // k) * ng + gi.gather(1, t % k) if g > 1 else t).view(n, m, k)
+            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
+            dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                           # (N,m,K)
+            out[:, a:b] = (dcol / w.expand(n, -1, -1).gather(2, best)).mean(-1)
+        else:
+            out[:, a:b] = top.values.view(n, m, k).clamp_min_(0).sqrt_().mean(-1)
     return out
 
 
@@ -344,7 +416,8 @@ def scale_saliency(img_r: torch.Tensor, r: float, index: int, cfg: CAConfig) -> 
     if k < 1:
         raise ValueError(f"scale {r}: no candidate patches left for K nearest neighbours")
     refine = cfg.refine if cfg.refine is not None else q.dtype == torch.float64
-    mean_d = _mean_knn_distance(q, qpos, cand, cpos, cfg.c, k, self_index, cfg.chunk_elements, refine)
+    mean_d = _mean_knn_distance(q, qpos, (nh, nw), cand, cpos, cfg.c, k, self_index, cfg.chunk_elements, refine,
+                                cfg.select_group)
     s = 1.0 - torch.exp(-mean_d * cfg.area_factor[index])
     s = s.view(n, nh, nw)
     if cfg.variant == "tsai_chang":
