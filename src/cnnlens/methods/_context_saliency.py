@@ -298,6 +298,17 @@ def _group_size(q_count: int, k: int, group: int | None) -> int:
     return g if g >= 2 and g * k < q_count else 1
 
 
+def block_rows(n: int, padded_candidates: int, k: int, dim: int, chunk_elements: int, refine: bool,
+               device: torch.device) -> int:
+    """Queries per block: (N, rows, Q) distances within ``chunk_elements`` (on CPU also within the cache-sized tile);
+    when refining, the (N, rows, K, D) gathered patches as well."""
+    budget = chunk_elements if device.type != "cpu" else min(chunk_elements, _CPU_TILE_ELEMENTS)
+    rows = max(1, budget // max(1, n * padded_candidates))
+    if refine:
+        rows = max(1, min(rows, budget // max(1, n * k * dim)))
+    return rows
+
+
 def _query_blocks(nh: int, nw: int, rows: int):
     """Blocks of the (nh, nw) query grid, row-major and contiguous in the flattened query index: (i0, i1, j0, j1),
     either whole grid rows (when ``rows`` ≥ nw) or runs of one grid row, each at most ``rows`` queries."""
@@ -341,11 +352,8 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
     ty = (qg[:, 0, 0, None] * c - cpos[None, :, 0] * c).square()           # (nh, Q): (c·Δy)²
     tx = (qg[0, :, 1, None] * c - cpos[None, :, 1] * c).square()           # (nw, Q): (c·Δx)²
     sink = torch.where(self_index >= 0, self_index, torch.full_like(self_index, nq)) if self_index is not None else None
-    budget = chunk_elements if dev.type != "cpu" else min(chunk_elements, _CPU_TILE_ELEMENTS)
-    rows = max(1, budget // (n * qp))
-    if refine:   # the (N,rows,K,D) gathered patches stay within chunk_elements as well
-        rows = max(1, min(rows, chunk_elements // max(1, n * k * q.shape[-1])))
-    batch = torch.arange(n, device=dev)[:, None, None]
+    rows = block_rows(n, qp, k, q.shape[-1], chunk_elements, refine, dev)
+    batch = torch.arange(n, device=dev)[:, None, None]      # flat row of candidate j of image b: b·Q + j
     out = torch.empty(n, p, dtype=dt, device=dev)
     bufs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for i0, i1, j0, j1 in _query_blocks(nh, nw, rows):
@@ -374,7 +382,8 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
             t = top.indices
             best = ((t // k) * ng + gi.gather(1, t % k) if g > 1 else t).view(n, m, k)
             # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
-            dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                           # (N,m,K)
+            kept = cand.reshape(n * nq, -1).index_select(0, (best + batch * nq).view(-1)).view(n, m, k, -1)
+            dcol = kept.sub_(q[:, a:b, None, :]).norm(dim=-1)                                       # (N,m,K)
             out[:, a:b] = (dcol / w.expand(n, -1, -1).gather(2, best)).mean(-1)
         else:
             out[:, a:b] = top.values.view(n, m, k).clamp_min_(0).sqrt_().mean(-1)
@@ -472,14 +481,16 @@ def context_saliency(img: torch.Tensor, cfg: CAConfig | None = None, *, working_
     return CAResult(saliency=sal, attended=attended, scale_maps=maps, working=work)
 
 
-def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250) -> dict:
-    """Cost model (``sr_map.md`` §7) of :func:`context_saliency` on an ``height``×``width`` input: the number of
-    query×candidate pairs and of multiply-adds of the patch distances, summed over the scales."""
+def distance_shapes(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250,
+                    planes: int = 3) -> list[dict]:
+    """Per scale of :func:`context_saliency` on an ``height``×``width`` input with ``planes`` image planes: the query
+    grid ``(nh, nw)``, the number of queries ``P``, of candidates ``Q`` and the patch dimension ``D`` = patch²·planes
+    — the shapes of the distance matmuls (``sr_map.md`` §7)."""
     cfg = cfg or CAConfig()
     if working_size is not None:
         s = float(working_size) / max(height, width)
         height, width = max(1, round(height * s)), max(1, round(width * s))
-    pairs = macs = 0
+    out = []
     for i, r in enumerate(cfg.scales):
         h, w = _out_size(height, r), _out_size(width, r)
         size, stride = cfg.patch[i], cfg.candidate_stride[i]
@@ -491,11 +502,18 @@ def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_
             if hc >= size and wc >= size:
                 q += ((hc - size) // stride + 1) * ((wc - size) // stride + 1)
         if cfg.variant == "tsai_chang":
-            p = max(0, h - size + 1) * max(0, w - size + 1)
+            nh, nw = max(0, h - size + 1), max(0, w - size + 1)
         else:
             s = cfg.query_stride
             o = (s - 1) // 2
-            p = ((h - o - 1) // s + 1) * ((w - o - 1) // s + 1)
-        pairs += p * q
-        macs += p * q * size * size * 3
-    return {"pairs": pairs, "macs": macs}
+            nh, nw = (h - o - 1) // s + 1, (w - o - 1) // s + 1
+        out.append({"scale": r, "grid": (nh, nw), "P": nh * nw, "Q": q, "D": size * size * planes})
+    return out
+
+
+def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250,
+                  planes: int = 3) -> dict:
+    """Cost model (``sr_map.md`` §7) of :func:`context_saliency` on an ``height``×``width`` input: the number of
+    query×candidate pairs and of multiply-adds of the patch distances, summed over the scales."""
+    shapes = distance_shapes(height, width, cfg, working_size, planes)
+    return {"pairs": sum(d["P"] * d["Q"] for d in shapes), "macs": sum(d["P"] * d["Q"] * d["D"] for d in shapes)}
