@@ -172,8 +172,8 @@ def loop_rows(dev: torch.device, full_row) -> None:
     print(f"  vectorised float32 (default, no refine)   wall {wall_32:8.3f} s  cpu {cpu_32:8.3f} s   speed-up "
           f"wall {wall_loop / wall_32:6.1f}× cpu {cpu_loop / cpu_32:6.1f}×   max |Δ| {err32:.1e}")
     print(f"  loop extrapolated to 224×224 (× {scale:.3g} in pairs × patch dimension): ≈ {extrapolated:,.0f} s "
-          f"= {extrapolated / 3600:.1f} h; full vectorised / extrapolated loop = {full_row[1] / extrapolated:.2e} (wall), "
-          f"{full_row[2] / (cpu_loop * scale):.2e} (cpu)")
+          f"= {extrapolated / 3600:.1f} h; full vectorised / extrapolated loop = "
+          f"{full_row[1] / extrapolated:.2e} (wall), {full_row[2] / (cpu_loop * scale):.2e} (cpu)")
 
 
 def lrp_rows(dev: torch.device, base: float) -> None:

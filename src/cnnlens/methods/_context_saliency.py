@@ -26,15 +26,18 @@ Variants (``variant=``), ``sr_map.md`` §2:
   with the absolute threshold 0.8 (a public Eigen/C++ reimplementation) [unv].
 
 Memory and speed (the cost model, ``sr_map.md`` §7): the query × candidate distance matrix is never materialised: the
-queries are processed in chunks of at most ``chunk_elements`` distances (default 2^23 ≈ 32 MB in float32), with
-d_color² = ‖p‖² + ‖q‖² − 2⟨p, q⟩ from one batched matmul (``torch.baddbmm``) and ``torch.topk`` per chunk. The image
-planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). The top-K is
-selected on d² (monotone in d). ``refine`` (default: float64 only) recomputes the K kept distances from the patch
-differences, removing the cancellation of the expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance);
-it costs K·D gathered values per query, as much elementwise work as the Q-wide ranking at 250 px. Full fidelity at 250 px costs
-≈ 1.2·10¹¹ multiply-adds (tens of seconds on a small CPU, well under a second on a GPU); ``query_stride > 1`` evaluates
-the queries on a coarser grid (centres of s×s blocks) and resizes the scale map bilinearly — an approximation (s² fewer
-queries), off by default.
+queries are processed in blocks of grid rows (or runs of one row) of at most ``chunk_elements`` distances (default
+2^23 ≈ 32 MB in float32; on CPU at most 2^21, which measured faster), see :func:`_mean_knn_distance`: d_color² =
+‖p‖² + ‖q‖² − 2⟨p, q⟩ from one matmul of augmented vectors, the position factor from two small separable tables, the
+ranking key d² (monotone in d) and an exact two-stage top-K (K smallest group minima, then the K smallest of those
+groups' members — the same values as one ``torch.topk`` over all candidates, at ~1/3 of its cost on CPU). The image
+planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). ``refine``
+(default: float64 only) recomputes the K kept distances from the patch differences, removing the cancellation of the
+expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance); it costs K·D gathered values per query.
+Full fidelity at 250 px costs ≈ 1.2·10¹¹ multiply-adds: the distance matmuls alone take ~3 s on one CPU core at
+~80 GFLOP/s, the whole map ~1.7× that (the selection is most of the rest); well under a second on a GPU.
+``query_stride > 1`` evaluates the queries on a coarser grid (centres of s×s blocks) and resizes the scale map
+bilinearly — an approximation (s² fewer queries), off by default.
 """
 from __future__ import annotations
 
@@ -286,9 +289,9 @@ def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
     return feats.transpose(1, 2).contiguous(), pos, (nh, nw)
 
 
-# Queries per chunk on CPU: the distance block (rows × Q) and its weight block stay in the per-core L2 cache, so the
-# elementwise passes and the selection run from cache (a larger ``chunk_elements`` does not speed the CPU up).
-_CPU_TILE_ELEMENTS = 1 << 18
+# Distances per block on CPU (8 MB in float32): the block and its weights stay in the last-level cache while the
+# matmul still gets long enough panels (measured at 250 px, 1 thread: 2^21 beat 2^18 by ~20 % and 2^23 by ~10 %).
+_CPU_TILE_ELEMENTS = 1 << 21
 
 
 def _group_size(q_count: int, k: int, group: int | None) -> int:
@@ -355,19 +358,19 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
     rows = block_rows(n, qp, k, q.shape[-1], chunk_elements, refine, dev)
     batch = torch.arange(n, device=dev)[:, None, None]      # flat row of candidate j of image b: b·Q + j
     out = torch.empty(n, p, dtype=dt, device=dev)
-    bufs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    bufs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for i0, i1, j0, j1 in _query_blocks(nh, nw, rows):
         a, b = i0 * nw + j0, (i1 - 1) * nw + j1
         m = b - a
         if m not in bufs:                       # at most two block sizes
-            key = torch.full((n, m, qp), float("inf"), dtype=dt, device=dev)
-            bufs[m] = (torch.empty(n, m, nq, dtype=dt, device=dev), torch.empty(m, nq, dtype=dt, device=dev), key)
-        dc2, w, key = bufs[m]
-        torch.bmm(qa[:, a:b], ca_t, out=dc2)                                # d_color²
+            bufs[m] = (torch.full((n, m, qp), float("inf"), dtype=dt, device=dev),
+                       torch.empty(m, nq, dtype=dt, device=dev))
+        key, w = bufs[m]
+        kv = key[..., :nq]                      # the padding columns stay +inf
+        torch.bmm(qa[:, a:b], ca_t, out=kv)                                 # d_color² (row stride Q_pad)
         torch.add(ty[i0:i1, None, :], tx[None, j0:j1, :], out=w.view(i1 - i0, j1 - j0, nq))
         w.sqrt_().add_(1.0)                                                 # 1 + c·d_position
-        kv = key[..., :nq]
-        torch.div(dc2, w, out=kv).div_(w)                                   # d² = d_color²/(1 + c·d_position)²
+        kv.div_(w).div_(w)                                                  # d² = d_color²/(1 + c·d_position)²
         if sink is not None:
             key.scatter_(2, sink[a:b].view(1, m, 1).expand(n, m, 1), float("inf"))
         flat = key.view(n * m, qp)
