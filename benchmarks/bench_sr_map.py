@@ -153,7 +153,9 @@ def main() -> None:
 
 def loop_rows(dev: torch.device, full_row) -> None:
     """The loop reference (the test oracle) on a small image, extrapolated by pairs × dimension."""
-    from test_sr_map import _test_image, oracle_context_saliency
+    threads = torch.get_num_threads()
+    from test_sr_map import _test_image, oracle_context_saliency   # imports tests/conftest, which sets the threads
+    torch.set_num_threads(threads)
     small = _test_image(1, 48, 64)
     cfg = ca.make_config("paper")
     wall_loop, cpu_loop, ref = timed(lambda: oracle_context_saliency(small[0].numpy(), cfg), 1, 0)
