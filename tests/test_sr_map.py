@@ -204,6 +204,34 @@ def test_knn_blocks_and_two_stage_selection_are_exact(group, refine, rows):
     assert torch.allclose(got, want, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("variant,opts", [("paper", {}), ("paper", {"query_stride": 2}),
+                                          ("paper", {"query_stride": 3, "candidate_stride": 2}),
+                                          ("eigen", {"search_scales": (1.0, 0.5, 1 / 3, 0.3)}),
+                                          ("tsai_chang", {}), ("tsai_chang", {"scales": (0.5,), "min_scale": 0.05})])
+def test_position_weight_tables_equal_the_computed_weights(variant, opts):
+    """The table path (copies at factors 1/m, candidates reversed) gives the generic path's distances, for query and
+    candidate strides, a factor without a table (0.3), tsai_chang's positions and self-matches."""
+    cfg = ca.make_config(variant, K=8, **opts)
+    work = ca.prepare_image(_test_image(9, 30, 41), None)
+    for index, r in enumerate(cfg.scales):
+        img_r = work if r == 1.0 else ca._resize(work, (ca._out_size(30, r), ca._out_size(41, r)), "bilinear")
+        half, stride = cfg.patch[index] // 2, cfg.candidate_stride[index]
+        length = max(img_r.shape[-2:])
+        cand, cpos, grid1, copies = ca._candidates(img_r, r, half, stride, cfg, length)
+        q, qpix, grid, start = ca._queries(img_r, half, cfg)
+        off = 1.0 if variant == "tsai_chang" else 0.5
+        lattice = ca.Lattice(start, cfg.query_stride, length, off, half, stride, tuple(copies))
+        tables = ca._weight_tables(lattice, grid, cfg.c, q.dtype, q.device)
+        assert len(tables) == sum(1 for *_, f in copies if f in (1.0, 0.5, 0.25, 1 / 3))
+        self_index = ca._self_index(qpix, grid1, half, stride) if cfg.exclude_self else None
+        k = min(cfg.K, cand.shape[1] - 1)
+        for refine, tol in ((True, 1e-12), (False, 1e-7)):   # unrefined: √ of the expanded form's rounding near 0
+            args = (q, (qpix + off) / length, grid, cand, cpos, cfg.c, k, self_index, 5000, refine, None)
+            want = ca._mean_knn_distance(*args)
+            got = ca._mean_knn_distance(*args, lattice)
+            assert torch.allclose(got, want, atol=tol, rtol=0)
+
+
 def test_select_group_does_not_change_the_map():
     img = _test_image(8)
     base = ca.context_saliency(img.float(), ca.make_config("paper", K=8, select_group=1), working_size=None)

@@ -242,8 +242,9 @@ def prepare_image(img: torch.Tensor, working_size: int | None = 250, color_space
 
 
 def _candidates(img_r: torch.Tensor, r: float, half: int, stride: int, cfg: CAConfig, length: int):
-    """Candidate patches of one scale: (N,Q,D) features, (Q,2) positions, the copy-1 grid shape (for self-exclusion)."""
-    feats, poss, grid1 = [], [], None
+    """Candidate patches of one scale: (N,Q,D) features, (Q,2) positions, the copy-1 grid shape (for self-exclusion)
+    and the layout of every copy used, ``(first column, grid rows, grid columns, factor f)``."""
+    feats, poss, grid1, copies = [], [], None, []
     size = 2 * half + 1
     off = 1.0 if cfg.variant == "tsai_chang" else 0.5
     mode = "bicubic" if cfg.variant == "tsai_chang" else "bilinear"
@@ -260,17 +261,20 @@ def _candidates(img_r: torch.Tensor, r: float, half: int, stride: int, cfg: CACo
         rows_c = half + stride * torch.arange(nh, device=img_r.device, dtype=img_r.dtype)
         cols_c = half + stride * torch.arange(nw, device=img_r.device, dtype=img_r.dtype)
         pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
+        first = sum(p.shape[0] for p in poss)
         if f == 1.0 and grid1 is None:
-            grid1 = (sum(p.shape[0] for p in poss), nh, nw)
+            grid1 = (first, nh, nw)
+        copies.append((first, nh, nw, f))
         feats.append(cols.transpose(1, 2).contiguous())
         poss.append((pos + off) / (length * f))
     if not feats:
-        return None, None, None
-    return torch.cat(feats, dim=1), torch.cat(poss, dim=0), grid1
+        return None, None, None, []
+    return torch.cat(feats, dim=1), torch.cat(poss, dim=0), grid1, copies
 
 
 def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
-    """Query patches (N,P,D), centres (P,2) in pixels of the scale image and the query grid shape."""
+    """Query patches (N,P,D), centres (P,2) in pixels of the scale image, the query grid shape and the pixel of its
+    first row/column (the grid is start + query_stride·index on both axes)."""
     size = 2 * half + 1
     h, w = img_r.shape[-2:]
     s = cfg.query_stride
@@ -286,7 +290,7 @@ def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
     rows_c = start + s * torch.arange(nh, device=img_r.device, dtype=img_r.dtype)
     cols_c = start + s * torch.arange(nw, device=img_r.device, dtype=img_r.dtype)
     pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
-    return feats.transpose(1, 2).contiguous(), pos, (nh, nw)
+    return feats.transpose(1, 2).contiguous(), pos, (nh, nw), start
 
 
 # Distances per block on CPU (8 MB in float32): the block and its weights stay in the last-level cache while the
@@ -322,9 +326,77 @@ def _query_blocks(nh: int, nw: int, rows: int):
     return [(i, i + 1, j, min(nw, j + length)) for i in range(nh) for j in range(0, nw, length)]
 
 
+@dataclass(frozen=True)
+class Lattice:
+    """Pixel layout of one scale (:func:`scale_saliency`): queries at pixels (start + step·i, start + step·j) with
+    positions (pixel + off)/length; the candidates of copy ``(first, rows, cols, f)`` at pixels (half + stride·a,
+    half + stride·b) of that copy, positions (pixel + off)/(length·f), columns first … first + rows·cols − 1."""
+    start: int
+    step: int
+    length: int
+    off: float
+    half: int
+    stride: int
+    copies: tuple[tuple[int, int, int, float], ...]
+
+
+def _weight_tables(lattice: Lattice, grid: tuple[int, int], c: float, dtype: torch.dtype, device: torch.device):
+    """(1 + c·d_position)² of the copies whose factor is 1/m for an integer m, as small tables.
+
+    With pixel offsets u = p_query − m·p_cand (rows) and v (columns), (1 + c·d_position)² = W(u, v) =
+    (1 + (c/length)·√((u + δ)² + (v + δ)²))², δ = off·(1 − m). Candidates are taken in reversed grid order
+    (a' = rows − 1 − a, b' likewise) so that u and v grow with both the query and the candidate index; the table is
+    split by v mod R (R = m·stride, the step of v between neighbouring candidates) into R planes in which a run of
+    candidates is contiguous. One block of queries then divides by strided views of the planes (one per copy and query
+    residue class) instead of computing Q weights per query. Returns (reversed copies, tables); other copies keep the
+    computed weights."""
+    nh, nw = grid
+    sq = lattice.step
+    tables = []
+    for first, na, nb, f in lattice.copies:
+        m = round(1.0 / f)
+        if m < 1 or abs(1.0 / f - m) > 1e-9:
+            continue
+        r = m * lattice.stride
+        rows_u = sq * (nh - 1) + r * (na - 1) + 1
+        cols_t = (sq * (nw - 1)) // r + nb
+        delta = lattice.off * (1 - m)
+        u0 = lattice.start - m * (lattice.half + lattice.stride * (na - 1))
+        v0 = lattice.start - m * (lattice.half + lattice.stride * (nb - 1))
+        yv = (torch.arange(rows_u, device=device, dtype=dtype) + (u0 + delta)) * (c / lattice.length)
+        xv = (torch.arange(r * cols_t, device=device, dtype=dtype) + (v0 + delta)) * (c / lattice.length)
+        w2 = (yv[:, None].square() + xv[None, :].square()).sqrt_().add_(1.0).square_()      # (U, R·T)
+        planes = w2.view(rows_u, cols_t, r).permute(2, 0, 1).contiguous()                     # (R, U, T)
+        tables.append((first, na, nb, r, planes))
+    return tables
+
+
+def _divide_by_tables(key: torch.Tensor, tables, i0: int, i1: int, j0: int, j1: int, step: int) -> None:
+    """key (N, m, Q_pad) of the queries (i0…i1−1) × (j0…j1−1), row-major: divide the table copies' columns by
+    (1 + c·d_position)² (:func:`_weight_tables`), one strided view per copy and residue class of the query column."""
+    n, m, qp = key.shape
+    ni, nj = i1 - i0, j1 - j0
+    for first, na, nb, r, planes in tables:
+        _, rows_u, cols_t = planes.shape
+        period = r // math.gcd(step, r)              # query columns j and j + period share a plane
+        tstep = step * period // r
+        for cls in range(period):
+            j = j0 + (cls - j0) % period             # first query column of this class in the block
+            if j >= j1:
+                continue
+            nk = (j1 - 1 - j) // period + 1
+            rho = (step * j) % r
+            t0 = (step * j - rho) // r
+            kview = key.as_strided((n, ni, nk, na, nb), (m * qp, nj * qp, period * qp, nb, 1),
+                                   key.storage_offset() + (j - j0) * qp + first)
+            wview = planes.as_strided((1, ni, nk, na, nb), (0, step * cols_t, tstep, r * cols_t, 1),
+                                      planes.storage_offset() + rho * rows_u * cols_t + step * i0 * cols_t + t0)
+            kview.div_(wview)
+
+
 def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int], cand: torch.Tensor,
                        cpos: torch.Tensor, c: float, k: int, self_index: torch.Tensor | None, chunk_elements: int,
-                       refine: bool, group: int | None = None) -> torch.Tensor:
+                       refine: bool, group: int | None = None, lattice: Lattice | None = None) -> torch.Tensor:
     """(1/K) Σ of the K smallest d = d_color/(1 + c·d_position) per query (Eq. 1-2): (N,P).
 
     ``q`` (N,P,D) are the queries of an (nh, nw) grid in row-major order with centres ``qpos`` (P,2); ``cand`` (N,Q,D)
@@ -332,8 +404,10 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
     of one row), for which
 
     * d_color² = ‖p‖² + ‖q‖² − 2⟨p,q⟩ comes from one matmul of the augmented vectors [p, ‖p‖², 1]·[−2q, 1, ‖q‖²];
-    * (c·d_position)² = c²Δy² + c²Δx² is a broadcast sum of two small tables (grid rows × Q, grid columns × Q),
-      because the query positions are separable; the ranking key is d² = d_color²/(1 + c·d_position)² (monotone in d);
+    * the ranking key is d² = d_color²/(1 + c·d_position)² (monotone in d). With a ``lattice`` (the integer pixel
+      layout of the scale), copies at factors 1/m take (1 + c·d_position)² from small precomputed tables
+      (:func:`_weight_tables`); otherwise (c·d_position)² = c²Δy² + c²Δx² is a broadcast sum of two small tables
+      (grid rows × Q, grid columns × Q), because the query positions are separable;
     * the self-match (``self_index``) is set to +inf by a scatter (queries without one write into a padding column);
     * exact top-K in two stages (:func:`_group_size`): the candidates are split into G groups of g, the K groups
       with the smallest minima are kept, and the K smallest keys are taken among their K·g members. Every key ≤ the
@@ -344,6 +418,20 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
     nq = cand.shape[1]
     nh, nw = grid
     dev, dt = q.device, q.dtype
+    tables = _weight_tables(lattice, grid, c, dt, dev) if lattice is not None else []
+    if tables:   # the table copies in reversed grid order (an involution on the candidate index)
+        order = torch.arange(nq, device=dev)
+        for first, na, nb, _, _ in tables:
+            order[first:first + na * nb] = order[first:first + na * nb].flip(0)
+        cand, cpos = cand[:, order], cpos[order]
+        if self_index is not None:
+            self_index = torch.where(self_index >= 0, order[self_index.clamp_min(0)], self_index)
+    covered = sorted((first, first + na * nb) for first, na, nb, _, _ in tables)
+    computed, at = [], 0                            # column ranges whose weights are computed per block
+    for a0, a1 in covered + [(nq, nq)]:
+        if a0 > at:
+            computed.append((at, a0))
+        at = a1
     g = _group_size(nq, k, group)
     qp = -(-(nq + 1) // g) * g                 # ≥ 1 padding column (+inf): the self-match sink, whole groups
     ng = qp // g
@@ -351,12 +439,12 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
     qa = torch.cat((q, q.square().sum(-1, keepdim=True), q.new_ones(n, p, 1)), dim=-1)
     ca = torch.cat((-2.0 * cand, cand.new_ones(n, nq, 1), cand.square().sum(-1, keepdim=True)), dim=-1)
     ca_t = ca.transpose(1, 2).contiguous()                                  # (N, D+2, Q)
-    qg = qpos.view(nh, nw, 2)
-    ty = (qg[:, 0, 0, None] * c - cpos[None, :, 0] * c).square()           # (nh, Q): (c·Δy)²
-    tx = (qg[0, :, 1, None] * c - cpos[None, :, 1] * c).square()           # (nw, Q): (c·Δx)²
+    if computed:
+        qg = qpos.view(nh, nw, 2)
+        ty = (qg[:, 0, 0, None] * c - cpos[None, :, 0] * c).square()       # (nh, Q): (c·Δy)²
+        tx = (qg[0, :, 1, None] * c - cpos[None, :, 1] * c).square()       # (nw, Q): (c·Δx)²
     sink = torch.where(self_index >= 0, self_index, torch.full_like(self_index, nq)) if self_index is not None else None
     rows = block_rows(n, qp, k, q.shape[-1], chunk_elements, refine, dev)
-    batch = torch.arange(n, device=dev)[:, None, None]      # flat row of candidate j of image b: b·Q + j
     out = torch.empty(n, p, dtype=dt, device=dev)
     bufs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for i0, i1, j0, j1 in _query_blocks(nh, nw, rows):
@@ -364,13 +452,16 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
         m = b - a
         if m not in bufs:                       # at most two block sizes
             bufs[m] = (torch.full((n, m, qp), float("inf"), dtype=dt, device=dev),
-                       torch.empty(m, nq, dtype=dt, device=dev))
+                       torch.empty(m, nq if computed else 0, dtype=dt, device=dev))
         key, w = bufs[m]
         kv = key[..., :nq]                      # the padding columns stay +inf
         torch.bmm(qa[:, a:b], ca_t, out=kv)                                 # d_color² (row stride Q_pad)
-        torch.add(ty[i0:i1, None, :], tx[None, j0:j1, :], out=w.view(i1 - i0, j1 - j0, nq))
-        w.sqrt_().add_(1.0)                                                 # 1 + c·d_position
-        kv.div_(w).div_(w)                                                  # d² = d_color²/(1 + c·d_position)²
+        _divide_by_tables(key, tables, i0, i1, j0, j1, lattice.step if tables else 1)
+        for c0, c1 in computed:                 # d² = d_color²/(1 + c·d_position)²
+            wc = w[:, c0:c1]
+            torch.add(ty[i0:i1, None, c0:c1], tx[None, j0:j1, c0:c1], out=wc.view(i1 - i0, j1 - j0, c1 - c0))
+            wc.sqrt_().add_(1.0)                                            # 1 + c·d_position
+            kv[..., c0:c1].div_(wc).div_(wc)
         if sink is not None:
             key.scatter_(2, sink[a:b].view(1, m, 1).expand(n, m, 1), float("inf"))
         flat = key.view(n * m, qp)
@@ -384,13 +475,21 @@ def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int
         if refine:
             t = top.indices
             best = ((t // k) * ng + gi.gather(1, t % k) if g > 1 else t).view(n, m, k)
-            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
-            kept = cand.reshape(n * nq, -1).index_select(0, (best + batch * nq).view(-1)).view(n, m, k, -1)
-            dcol = kept.sub_(q[:, a:b, None, :]).norm(dim=-1)                                       # (N,m,K)
-            out[:, a:b] = (dcol / w.expand(n, -1, -1).gather(2, best)).mean(-1)
+            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation) and
+            # their position factors from the centres
+            kept = cand.reshape(n * nq, -1).index_select(0, (best + batch_offsets(n, nq, dev)).view(-1))
+            dcol = kept.view(n, m, k, -1).sub_(q[:, a:b, None, :]).norm(dim=-1)                   # (N,m,K)
+            cb = cpos[best]                                                                         # (N,m,K,2)
+            wk = torch.hypot(qpos[a:b, None, 0] * c - cb[..., 0] * c, qpos[a:b, None, 1] * c - cb[..., 1] * c)
+            out[:, a:b] = (dcol / wk.add_(1.0)).mean(-1)
         else:
             out[:, a:b] = top.values.view(n, m, k).clamp_min_(0).sqrt_().mean(-1)
     return out
+
+
+def batch_offsets(n: int, nq: int, device: torch.device) -> torch.Tensor:
+    """(N,1,1): the flat row b·Q of image b's first candidate."""
+    return (torch.arange(n, device=device) * nq)[:, None, None]
 
 
 def _self_index(qpos: torch.Tensor, grid1, half: int, stride: int) -> torch.Tensor | None:
@@ -413,15 +512,16 @@ def scale_saliency(img_r: torch.Tensor, r: float, index: int, cfg: CAConfig) -> 
     h, w = img_r.shape[-2:]
     length = max(h, w)
     img_r = img_r - img_r.mean(dim=(2, 3), keepdim=True)    # shift-invariant distances, less cancellation
-    cand, cpos, grid1 = _candidates(img_r, r, half, stride, cfg, length)
+    cand, cpos, grid1, copies = _candidates(img_r, r, half, stride, cfg, length)
     if cand is None:
         raise ValueError(f"scale {r}: the {h}x{w} image is smaller than the {2 * half + 1}px patch; use a larger "
                          f"working_size or fewer/larger scales")
     n = img_r.shape[0]
     if cfg.variant == "tsai_chang" and (h <= 2 * half or w <= 2 * half):
         return img_r.new_zeros(n, h, w)
-    q, qpix, (nh, nw) = _queries(img_r, half, cfg)
+    q, qpix, (nh, nw), start = _queries(img_r, half, cfg)
     off = 1.0 if cfg.variant == "tsai_chang" else 0.5
+    lattice = Lattice(start, cfg.query_stride, length, off, half, stride, tuple(copies))
     qpos = (qpix + off) / length
     self_index = _self_index(qpix, grid1, half, stride) if cfg.exclude_self else None
     k = min(cfg.K, cand.shape[1] - (1 if self_index is not None and bool((self_index >= 0).any()) else 0))
@@ -429,7 +529,7 @@ def scale_saliency(img_r: torch.Tensor, r: float, index: int, cfg: CAConfig) -> 
         raise ValueError(f"scale {r}: no candidate patches left for K nearest neighbours")
     refine = cfg.refine if cfg.refine is not None else q.dtype == torch.float64
     mean_d = _mean_knn_distance(q, qpos, (nh, nw), cand, cpos, cfg.c, k, self_index, cfg.chunk_elements, refine,
-                                cfg.select_group)
+                                cfg.select_group, lattice)
     s = 1.0 - torch.exp(-mean_d * cfg.area_factor[index])
     s = s.view(n, nh, nw)
     if cfg.variant == "tsai_chang":
