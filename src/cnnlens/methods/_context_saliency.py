@@ -28,14 +28,15 @@ Variants (``variant=``), ``sr_map.md`` §2:
 Memory and speed (the cost model, ``sr_map.md`` §7): the query × candidate distance matrix is never materialised: the
 queries are processed in blocks of grid rows (or runs of one row) of at most ``chunk_elements`` distances (default
 2^23 ≈ 32 MB in float32; on CPU at most 2^21, which measured faster), see :func:`_mean_knn_distance`: d_color² =
-‖p‖² + ‖q‖² − 2⟨p, q⟩ from one matmul of augmented vectors, the position factor from two small separable tables, the
+‖p‖² + ‖q‖² − 2⟨p, q⟩ from one matmul of augmented vectors, the position factor (1 + c·d_position)² read from small
+precomputed tables (copies at factors 1/m: the default 1, ½, ¼) or computed from separable Δy², Δx² tables, the
 ranking key d² (monotone in d) and an exact two-stage top-K (K smallest group minima, then the K smallest of those
 groups' members — the same values as one ``torch.topk`` over all candidates, at ~1/3 of its cost on CPU). The image
 planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). ``refine``
 (default: float64 only) recomputes the K kept distances from the patch differences, removing the cancellation of the
 expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance); it costs K·D gathered values per query.
-Full fidelity at 250 px costs ≈ 1.2·10¹¹ multiply-adds: the distance matmuls alone take ~3 s on one CPU core at
-~80 GFLOP/s, the whole map ~1.7× that (the selection is most of the rest); well under a second on a GPU.
+Full fidelity at 250 px costs ≈ 1.2·10¹¹ multiply-adds: the distance matmuls alone take ~2.6–3 s on one CPU core
+at 80–90 GFLOP/s, the whole map ~1.5× that (the top-K selection is most of the rest); well under a second on a GPU.
 ``query_stride > 1`` evaluates the queries on a coarser grid (centres of s×s blocks) and resizes the scale map
 bilinearly — an approximation (s² fewer queries), off by default.
 """
