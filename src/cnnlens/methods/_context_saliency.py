@@ -297,6 +297,9 @@ def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
 # Distances per block on CPU (8 MB in float32): the block and its weights stay in the last-level cache while the
 # matmul still gets long enough panels (measured at 250 px, 1 thread: 2^21 beat 2^18 by ~20 % and 2^23 by ~10 %).
 _CPU_TILE_ELEMENTS = 1 << 21
+# A copy takes its position factors from a table only if a block needs at most this many strided views of it (query
+# residue classes): each view is one op, and many small ops cost more than they save (e.g. the ¼ copy at stride 3).
+_MAX_TABLE_VIEWS = 8
 
 
 def _group_size(q_count: int, k: int, group: int | None) -> int:
@@ -310,7 +313,10 @@ def block_rows(n: int, padded_candidates: int, k: int, dim: int, chunk_elements:
                device: torch.device) -> int:
     """Queries per block: (N, rows, Q) distances within ``chunk_elements`` (on CPU also within the cache-sized tile);
     when refining, the (N, rows, K, D) gathered patches as well."""
-    budget = chunk_elements if device.type != "cpu" else min(chunk_elements, _CPU_TILE_ELEMENTS)
+    if device.type == "cpu":    # per thread: each works on its share of every op
+        budget = min(chunk_elements, _CPU_TILE_ELEMENTS * max(1, torch.get_num_threads()))
+    else:
+        budget = chunk_elements
     rows = max(1, budget // max(1, n * padded_candidates))
     if refine:
         rows = max(1, min(rows, budget // max(1, n * k * dim)))
@@ -359,6 +365,8 @@ def _weight_tables(lattice: Lattice, grid: tuple[int, int], c: float, dtype: tor
         if m < 1 or abs(1.0 / f - m) > 1e-9:
             continue
         r = m * lattice.stride
+        if r // math.gcd(sq, r) > _MAX_TABLE_VIEWS:
+            continue
         rows_u = sq * (nh - 1) + r * (na - 1) + 1
         cols_t = (sq * (nw - 1)) // r + nb
         delta = lattice.off * (1 - m)
