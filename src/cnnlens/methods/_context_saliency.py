@@ -36,7 +36,8 @@ planes are centred on their mean first (distances are shift-invariant; this redu
 (default: float64 only) recomputes the K kept distances from the patch differences, removing the cancellation of the
 expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance); it costs K·D gathered values per query.
 Full fidelity at 250 px costs ≈ 1.2·10¹¹ multiply-adds: the distance matmuls alone take ~2.6–3 s on one CPU core
-at 80–90 GFLOP/s, the whole map ~1.5× that (the top-K selection is most of the rest); well under a second on a GPU.
+at 80–90 GFLOP/s, the whole map ~1.6–1.7× that (the top-K selection is most of the rest); well under a second on
+a GPU.
 ``query_stride > 1`` evaluates the queries on a coarser grid (centres of s×s blocks) and resizes the scale map
 bilinearly — an approximation (s² fewer queries), off by default.
 """
