@@ -173,6 +173,76 @@ def test_query_stride_one_is_exact_and_coarser_grid_is_close():
 # Building blocks
 # --------------------------------------------------------------------------------------------------------------------
 
+def _brute_knn_mean(q, qpos, cand, cpos, c, k, self_index):
+    """(N,P) mean of the K smallest d_color/(1 + c·d_position) from the full matrix (tiny sizes only)."""
+    d = torch.cdist(q, cand) / (1.0 + c * torch.cdist(qpos, cpos))
+    if self_index is not None:
+        rows = (self_index >= 0).nonzero().squeeze(1)
+        d[:, rows, self_index[rows]] = float("inf")
+    return d.sort(dim=-1).values[..., :k].mean(-1)
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 5, 11, None])
+@pytest.mark.parametrize("refine", [False, True])
+@pytest.mark.parametrize("rows", [3, 20])   # runs of one grid row / several whole grid rows per block
+def test_knn_blocks_and_two_stage_selection_are_exact(group, refine, rows):
+    """The blocked, two-stage top-K equals a full sort, with many exact ties (quantised patches), a batch of two,
+    self-matches excluded for some queries, and blocks that split grid rows or span several."""
+    g = torch.Generator().manual_seed(0)
+    nh, nw, nq, dim, k = 5, 7, 61, 4, 6
+    q = (torch.randint(0, 3, (2, nh * nw, dim), generator=g) / 2.0).double()
+    cand = (torch.randint(0, 3, (2, nq, dim), generator=g) / 2.0).double()
+    yy, xx = torch.meshgrid(torch.arange(nh, dtype=torch.float64), torch.arange(nw, dtype=torch.float64),
+                            indexing="ij")
+    qpos = torch.stack([yy, xx], -1).reshape(-1, 2) / 8.0
+    cpos = torch.randint(0, 8, (nq, 2), generator=g).double() / 8.0
+    self_index = torch.where(torch.arange(nh * nw) % 3 == 0, torch.arange(nh * nw) % nq, -1)
+    want = _brute_knn_mean(q, qpos, cand, cpos, 3.0, k, self_index)
+    qp = -(-(nq + 1) // ca._group_size(nq, k, group)) * ca._group_size(nq, k, group)
+    got = ca._mean_knn_distance(q, qpos, (nh, nw), cand, cpos, 3.0, k, self_index, rows * 2 * qp, refine, group)
+    assert ca._group_size(nq, k, group) == {None: 3, 11: 1}.get(group, group)   # 11·K ≥ Q: one plain top-K
+    assert torch.allclose(got, want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("variant,opts", [("paper", {}), ("paper", {"query_stride": 2}),
+                                          ("paper", {"query_stride": 3, "candidate_stride": 2}),
+                                          ("eigen", {"search_scales": (1.0, 0.5, 1 / 3, 0.3)}),
+                                          ("tsai_chang", {}), ("tsai_chang", {"scales": (0.5,), "min_scale": 0.05})])
+def test_position_weight_tables_equal_the_computed_weights(variant, opts):
+    """The table path (copies at factors 1/m, candidates reversed) gives the generic path's distances, for query and
+    candidate strides, a factor without a table (0.3), tsai_chang's positions and self-matches."""
+    cfg = ca.make_config(variant, K=8, **opts)
+    work = ca.prepare_image(_test_image(9, 30, 41), None)
+    for index, r in enumerate(cfg.scales):
+        img_r = work if r == 1.0 else ca._resize(work, (ca._out_size(30, r), ca._out_size(41, r)), "bilinear")
+        half, stride = cfg.patch[index] // 2, cfg.candidate_stride[index]
+        length = max(img_r.shape[-2:])
+        cand, cpos, grid1, copies = ca._candidates(img_r, r, half, stride, cfg, length)
+        q, qpix, grid, start = ca._queries(img_r, half, cfg)
+        off = 1.0 if variant == "tsai_chang" else 0.5
+        lattice = ca.Lattice(start, cfg.query_stride, length, off, half, stride, tuple(copies))
+        tables = ca._weight_tables(lattice, grid, cfg.c, q.dtype, q.device)
+        views = [round(1 / f) * stride // math.gcd(cfg.query_stride, round(1 / f) * stride) for *_, f in copies
+                 if f in (1.0, 0.5, 0.25, 1 / 3)]
+        assert len(tables) == sum(v <= ca._MAX_TABLE_VIEWS for v in views)
+        self_index = ca._self_index(qpix, grid1, half, stride) if cfg.exclude_self else None
+        k = min(cfg.K, cand.shape[1] - 1)
+        for refine, tol in ((True, 1e-12), (False, 1e-7)):   # unrefined: √ of the expanded form's rounding near 0
+            args = (q, (qpix + off) / length, grid, cand, cpos, cfg.c, k, self_index, 5000, refine, None)
+            want = ca._mean_knn_distance(*args)
+            got = ca._mean_knn_distance(*args, lattice)
+            assert torch.allclose(got, want, atol=tol, rtol=0)
+
+
+def test_select_group_does_not_change_the_map():
+    img = _test_image(8)
+    base = ca.context_saliency(img.float(), ca.make_config("paper", K=8, select_group=1), working_size=None)
+    for group in (None, 2, 4):
+        res = ca.context_saliency(img.float(), ca.make_config("paper", K=8, select_group=group), working_size=None)
+        assert torch.allclose(res.saliency, base.saliency, atol=1e-6, rtol=0)
+        assert torch.equal(res.attended, base.attended)
+
+
 def test_rgb_to_lab_matches_skimage_d65():
     g = torch.Generator().manual_seed(0)
     rgb = torch.rand(2, 3, 5, 7, generator=g, dtype=torch.float64)
@@ -193,11 +263,14 @@ def test_rgb_to_lab_white_and_black(white):
     assert torch.allclose(lab[1], torch.zeros(3, dtype=torch.float64), atol=1e-9)
 
 
-def test_distance_transform_matches_brute_force():
+@pytest.mark.parametrize("shape", [(3, 13, 17), (3, 1, 9), (3, 9, 1), (3, 41, 3)])
+def test_distance_transform_matches_brute_force(shape):
     g = torch.Generator().manual_seed(0)
-    mask = torch.rand(3, 13, 17, generator=g) > 0.93
+    mask = torch.rand(*shape, generator=g) > 0.93
+    mask[0, 0, 0] = mask[1, -1, -1] = True      # also covers columns/rows with no attended pixel
     mask[2] = False
     d = ca.distance_to_mask(mask)
+    assert d.dtype == torch.float64
     for n in range(2):
         assert np.abs(d[n].numpy() - _oracle_edt(mask[n].numpy())).max() < 1e-12
     assert torch.isinf(d[2]).all()

@@ -26,15 +26,20 @@ Variants (``variant=``), ``sr_map.md`` §2:
   with the absolute threshold 0.8 (a public Eigen/C++ reimplementation) [unv].
 
 Memory and speed (the cost model, ``sr_map.md`` §7): the query × candidate distance matrix is never materialised: the
-queries are processed in chunks of at most ``chunk_elements`` distances (default 2^23 ≈ 32 MB in float32), with
-d_color² = ‖p‖² + ‖q‖² − 2⟨p, q⟩ from one batched matmul (``torch.baddbmm``) and ``torch.topk`` per chunk. The image
-planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). The top-K is
-selected on d² (monotone in d). ``refine`` (default: float64 only) recomputes the K kept distances from the patch
-differences, removing the cancellation of the expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance);
-it costs K·D gathered values per query, as much elementwise work as the Q-wide ranking at 250 px. Full fidelity at 250 px costs
-≈ 1.2·10¹¹ multiply-adds (tens of seconds on a small CPU, well under a second on a GPU); ``query_stride > 1`` evaluates
-the queries on a coarser grid (centres of s×s blocks) and resizes the scale map bilinearly — an approximation (s² fewer
-queries), off by default.
+queries are processed in blocks of grid rows (or runs of one row) of at most ``chunk_elements`` distances (default
+2^23 ≈ 32 MB in float32; on CPU at most 2^21, which measured faster), see :func:`_mean_knn_distance`: d_color² =
+‖p‖² + ‖q‖² − 2⟨p, q⟩ from one matmul of augmented vectors, the position factor (1 + c·d_position)² read from small
+precomputed tables (copies at factors 1/m: the default 1, ½, ¼) or computed from separable Δy², Δx² tables, the
+ranking key d² (monotone in d) and an exact two-stage top-K (K smallest group minima, then the K smallest of those
+groups' members — the same values as one ``torch.topk`` over all candidates, at ~1/3 of its cost on CPU). The image
+planes are centred on their mean first (distances are shift-invariant; this reduces float32 cancellation). ``refine``
+(default: float64 only) recomputes the K kept distances from the patch differences, removing the cancellation of the
+expanded form for near-identical patches (≈ sqrt(eps·‖p‖²) per distance); it costs K·D gathered values per query.
+Full fidelity at 250 px costs ≈ 1.2·10¹¹ multiply-adds: the distance matmuls alone take ~2.6–3 s on one CPU core
+at 80–90 GFLOP/s, the whole map ~1.6–1.7× that (the top-K selection is most of the rest); well under a second on
+a GPU.
+``query_stride > 1`` evaluates the queries on a coarser grid (centres of s×s blocks) and resizes the scale map
+bilinearly — an approximation (s² fewer queries), off by default.
 """
 from __future__ import annotations
 
@@ -96,18 +101,27 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 
 def distance_to_mask(mask: torch.Tensor) -> torch.Tensor:
     """Exact Euclidean distance transform: (N,H,W) bool → distance of every pixel to the nearest True pixel (+inf in a
-    sample without any). Separable two-pass form: column distances, then a min over rows of g² + Δ² (MATLAB ``bwdist``)."""
+    sample without any). Separable two-pass form (MATLAB ``bwdist``): the vertical distance g to the nearest True pixel
+    of the same column from a running max/min of row indices (O(HW)), then d² = min over columns l of g(·,l)² + Δ².
+    Every intermediate is an integer (or inf), exact in float32 up to 2·max(H,W)² < 2²⁴; the square root is taken in
+    float64 on CPU (float32 elsewhere)."""
     n, h, w = mask.shape
-    dtype = torch.float64 if mask.device.type == "cpu" else torch.float32
-    ri = torch.arange(h, device=mask.device, dtype=dtype)
-    ci = torch.arange(w, device=mask.device, dtype=dtype)
-    dr = (ri[:, None] - ri[None, :]).abs()           # (i, k)
-    dc2 = (ci[:, None] - ci[None, :]).square()       # (j, l)
-    inf = torch.tensor(float("inf"), dtype=dtype, device=mask.device)
-    out = torch.empty(n, h, w, dtype=dtype, device=mask.device)
-    for b in range(n):   # per sample: bounds the (H,H,W) intermediate
-        g = torch.where(mask[b][None, :, :], dr[:, :, None], inf).amin(dim=1)              # (i, j) vertical distance
-        out[b] = (g.square()[:, None, :] + dc2[None, :, :]).amin(dim=2).sqrt()               # min over columns l
+    dev = mask.device
+    dtype = torch.float64 if dev.type == "cpu" else torch.float32
+    work = torch.float32 if h * h + w * w < (1 << 24) else torch.float64       # exact integer arithmetic
+    ri = torch.arange(h, device=dev, dtype=work)[None, :, None]
+    ci = torch.arange(w, device=dev, dtype=work)
+    dc2 = (ci[:, None] - ci[None, :]).square()                                 # (j, l): Δ²
+    inf = float("inf")
+    above = torch.where(mask, ri, -inf).cummax(dim=1).values                     # nearest True row ≤ i
+    below = torch.where(mask, ri, inf).flip(1).cummin(dim=1).values.flip(1)     # nearest True row ≥ i
+    g2 = torch.minimum(ri - above, below - ri).square_()                         # (N,H,W), inf without any
+    out = torch.empty(n, h, w, dtype=dtype, device=dev)
+    step = max(1, (1 << 20) // max(1, w * w))                                  # rows per block: bounded (rows,W,W)
+    for b in range(n):
+        for i in range(0, h, step):
+            blk = (g2[b, i:i + step, None, :] + dc2[None, :, :]).amin(dim=2)     # min over columns l
+            out[b, i:i + step] = blk.to(dtype).sqrt_()
     return out
 
 
@@ -139,6 +153,7 @@ class CAConfig:
     query_stride: int = 1
     chunk_elements: int = 1 << 23
     refine: bool | None = None
+    select_group: int | None = None
 
     @property
     def area_factor(self) -> tuple[float, ...]:
@@ -152,11 +167,14 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
                 scales: Sequence[float] = (1.0, 0.8, 0.5, 0.3), search_scales: Sequence[float] = (1.0, 0.5, 0.25),
                 foci: float = 0.8, min_scale: float = 0.2, exclude_self: bool | None = None,
                 candidate_stride: int | Sequence[int] | None = None, query_stride: int = 1,
-                chunk_elements: int = 1 << 23, refine: bool | None = None) -> CAConfig:
+                chunk_elements: int = 1 << 23, refine: bool | None = None,
+                select_group: int | None = None) -> CAConfig:
     """Validate the options and fill the variant's defaults (``patch``: 7 at every scale, 7/5/3/3 for tsai_chang;
     ``candidate_stride``: half the patch size; ``exclude_self``: True except tsai_chang; ``refine``: recompute the K
     kept distances from the patch differences — None = only in float64, where it makes the result exact to ~1e-15;
-    in float32 the expanded-form error is ≲1e-4 on Ŝ and refining would double the elementwise work, K·D per query)."""
+    in float32 the expanded-form error is ≲1e-4 on Ŝ and refining would double the elementwise work, K·D per query;
+    ``select_group``: group size of the exact two-stage top-K — None = auto (≈ √(Q/K)), 1 = one plain top-K; the
+    selected values do not depend on it)."""
     if variant not in VARIANTS:
         raise ValueError(f"ca_variant must be one of {VARIANTS}, got {variant!r}")
     scales = tuple(float(s) for s in scales)
@@ -180,6 +198,8 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
         raise ValueError(f"candidate_stride must be a positive int or one per scale, got {candidate_stride}")
     if int(K) < 1:
         raise ValueError(f"K must be >= 1, got {K}")
+    if select_group is not None and int(select_group) < 1:
+        raise ValueError(f"select_group must be None or >= 1, got {select_group}")
     if int(query_stride) < 1:
         raise ValueError(f"query_stride must be >= 1, got {query_stride}")
     if variant == "tsai_chang" and int(query_stride) != 1:
@@ -188,7 +208,7 @@ def make_config(variant: str = "paper", *, patch: int | Sequence[int] | None = N
         exclude_self = variant != "tsai_chang"
     return CAConfig(variant, patches, int(K), float(c), scales, search_scales, float(foci), float(min_scale),
                     bool(exclude_self), strides, int(query_stride), int(chunk_elements),
-                    None if refine is None else bool(refine))
+                    None if refine is None else bool(refine), None if select_group is None else int(select_group))
 
 
 @dataclass
@@ -224,8 +244,9 @@ def prepare_image(img: torch.Tensor, working_size: int | None = 250, color_space
 
 
 def _candidates(img_r: torch.Tensor, r: float, half: int, stride: int, cfg: CAConfig, length: int):
-    """Candidate patches of one scale: (N,Q,D) features, (Q,2) positions, the copy-1 grid shape (for self-exclusion)."""
-    feats, poss, grid1 = [], [], None
+    """Candidate patches of one scale: (N,Q,D) features, (Q,2) positions, the copy-1 grid shape (for self-exclusion)
+    and the layout of every copy used, ``(first column, grid rows, grid columns, factor f)``."""
+    feats, poss, grid1, copies = [], [], None, []
     size = 2 * half + 1
     off = 1.0 if cfg.variant == "tsai_chang" else 0.5
     mode = "bicubic" if cfg.variant == "tsai_chang" else "bilinear"
@@ -242,17 +263,20 @@ def _candidates(img_r: torch.Tensor, r: float, half: int, stride: int, cfg: CACo
         rows_c = half + stride * torch.arange(nh, device=img_r.device, dtype=img_r.dtype)
         cols_c = half + stride * torch.arange(nw, device=img_r.device, dtype=img_r.dtype)
         pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
+        first = sum(p.shape[0] for p in poss)
         if f == 1.0 and grid1 is None:
-            grid1 = (sum(p.shape[0] for p in poss), nh, nw)
+            grid1 = (first, nh, nw)
+        copies.append((first, nh, nw, f))
         feats.append(cols.transpose(1, 2).contiguous())
         poss.append((pos + off) / (length * f))
     if not feats:
-        return None, None, None
-    return torch.cat(feats, dim=1), torch.cat(poss, dim=0), grid1
+        return None, None, None, []
+    return torch.cat(feats, dim=1), torch.cat(poss, dim=0), grid1, copies
 
 
 def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
-    """Query patches (N,P,D), centres (P,2) in pixels of the scale image and the query grid shape."""
+    """Query patches (N,P,D), centres (P,2) in pixels of the scale image, the query grid shape and the pixel of its
+    first row/column (the grid is start + query_stride·index on both axes)."""
     size = 2 * half + 1
     h, w = img_r.shape[-2:]
     s = cfg.query_stride
@@ -268,45 +292,214 @@ def _queries(img_r: torch.Tensor, half: int, cfg: CAConfig):
     rows_c = start + s * torch.arange(nh, device=img_r.device, dtype=img_r.dtype)
     cols_c = start + s * torch.arange(nw, device=img_r.device, dtype=img_r.dtype)
     pos = torch.stack(torch.meshgrid(rows_c, cols_c, indexing="ij"), dim=-1).reshape(-1, 2)
-    return feats.transpose(1, 2).contiguous(), pos, (nh, nw)
+    return feats.transpose(1, 2).contiguous(), pos, (nh, nw), start
 
 
-def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, cand: torch.Tensor, cpos: torch.Tensor, c: float,
-                       k: int, self_index: torch.Tensor | None, chunk_elements: int, refine: bool) -> torch.Tensor:
-    """(1/K) Σ of the K smallest d = d_color/(1 + c·d_position) per query (Eq. 1-2), queries in chunks: (N,P)."""
+# Distances per block on CPU (8 MB in float32): the block and its weights stay in the last-level cache while the
+# matmul still gets long enough panels (measured at 250 px, 1 thread: 2^21 beat 2^18 by ~20 % and 2^23 by ~10 %).
+_CPU_TILE_ELEMENTS = 1 << 21
+# A copy takes its position factors from a table only if a block needs at most this many strided views of it (query
+# residue classes): each view is one op, and many small ops cost more than they save (e.g. the ¼ copy at stride 3).
+_MAX_TABLE_VIEWS = 8
+
+
+def _group_size(q_count: int, k: int, group: int | None) -> int:
+    """Group size of the two-stage exact top-K (1 = a plain ``torch.topk`` over every candidate). Auto (None):
+    g ≈ √(Q/K), which balances the two selections (over Q/g group minima, then over the K·g gathered values)."""
+    g = int(round(math.sqrt(q_count / k))) if group is None else int(group)
+    return g if g >= 2 and g * k < q_count else 1
+
+
+def block_rows(n: int, padded_candidates: int, k: int, dim: int, chunk_elements: int, refine: bool,
+               device: torch.device) -> int:
+    """Queries per block: (N, rows, Q) distances within ``chunk_elements`` (on CPU also within the cache-sized tile);
+    when refining, the (N, rows, K, D) gathered patches as well."""
+    if device.type == "cpu":    # per thread: each works on its share of every op
+        budget = min(chunk_elements, _CPU_TILE_ELEMENTS * max(1, torch.get_num_threads()))
+    else:
+        budget = chunk_elements
+    rows = max(1, budget // max(1, n * padded_candidates))
+    if refine:
+        rows = max(1, min(rows, budget // max(1, n * k * dim)))
+    return rows
+
+
+def _query_blocks(nh: int, nw: int, rows: int):
+    """Blocks of the (nh, nw) query grid, row-major and contiguous in the flattened query index: (i0, i1, j0, j1),
+    either whole grid rows (when ``rows`` ≥ nw) or runs of one grid row, each at most ``rows`` queries."""
+    if rows >= nw:
+        m = rows // nw
+        return [(i, min(nh, i + m), 0, nw) for i in range(0, nh, m)]
+    length = -(-nw // -(-nw // rows))      # equal runs: ceil(nw / ceil(nw / rows))
+    return [(i, i + 1, j, min(nw, j + length)) for i in range(nh) for j in range(0, nw, length)]
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """Pixel layout of one scale (:func:`scale_saliency`): queries at pixels (start + step·i, start + step·j) with
+    positions (pixel + off)/length; the candidates of copy ``(first, rows, cols, f)`` at pixels (half + stride·a,
+    half + stride·b) of that copy, positions (pixel + off)/(length·f), columns first … first + rows·cols − 1."""
+    start: int
+    step: int
+    length: int
+    off: float
+    half: int
+    stride: int
+    copies: tuple[tuple[int, int, int, float], ...]
+
+
+def _weight_tables(lattice: Lattice, grid: tuple[int, int], c: float, dtype: torch.dtype, device: torch.device):
+    """(1 + c·d_position)² of the copies whose factor is 1/m for an integer m, as small tables.
+
+    With pixel offsets u = p_query − m·p_cand (rows) and v (columns), (1 + c·d_position)² = W(u, v) =
+    (1 + (c/length)·√((u + δ)² + (v + δ)²))², δ = off·(1 − m). Candidates are taken in reversed grid order
+    (a' = rows − 1 − a, b' likewise) so that u and v grow with both the query and the candidate index; the table is
+    split by v mod R (R = m·stride, the step of v between neighbouring candidates) into R planes in which a run of
+    candidates is contiguous. One block of queries then divides by strided views of the planes (one per copy and query
+    residue class) instead of computing Q weights per query. Returns (reversed copies, tables); other copies keep the
+    computed weights."""
+    nh, nw = grid
+    sq = lattice.step
+    tables = []
+    for first, na, nb, f in lattice.copies:
+        m = round(1.0 / f)
+        if m < 1 or abs(1.0 / f - m) > 1e-9:
+            continue
+        r = m * lattice.stride
+        if r // math.gcd(sq, r) > _MAX_TABLE_VIEWS:
+            continue
+        rows_u = sq * (nh - 1) + r * (na - 1) + 1
+        cols_t = (sq * (nw - 1)) // r + nb
+        delta = lattice.off * (1 - m)
+        u0 = lattice.start - m * (lattice.half + lattice.stride * (na - 1))
+        v0 = lattice.start - m * (lattice.half + lattice.stride * (nb - 1))
+        yv = (torch.arange(rows_u, device=device, dtype=dtype) + (u0 + delta)) * (c / lattice.length)
+        xv = (torch.arange(r * cols_t, device=device, dtype=dtype) + (v0 + delta)) * (c / lattice.length)
+        w2 = (yv[:, None].square() + xv[None, :].square()).sqrt_().add_(1.0).square_()      # (U, R·T)
+        planes = w2.view(rows_u, cols_t, r).permute(2, 0, 1).contiguous()                     # (R, U, T)
+        tables.append((first, na, nb, r, planes))
+    return tables
+
+
+def _divide_by_tables(key: torch.Tensor, tables, i0: int, i1: int, j0: int, j1: int, step: int) -> None:
+    """key (N, m, Q_pad) of the queries (i0…i1−1) × (j0…j1−1), row-major: divide the table copies' columns by
+    (1 + c·d_position)² (:func:`_weight_tables`), one strided view per copy and residue class of the query column."""
+    n, m, qp = key.shape
+    ni, nj = i1 - i0, j1 - j0
+    for first, na, nb, r, planes in tables:
+        _, rows_u, cols_t = planes.shape
+        period = r // math.gcd(step, r)              # query columns j and j + period share a plane
+        tstep = step * period // r
+        for cls in range(period):
+            j = j0 + (cls - j0) % period             # first query column of this class in the block
+            if j >= j1:
+                continue
+            nk = (j1 - 1 - j) // period + 1
+            rho = (step * j) % r
+            t0 = (step * j - rho) // r
+            kview = key.as_strided((n, ni, nk, na, nb), (m * qp, nj * qp, period * qp, nb, 1),
+                                   key.storage_offset() + (j - j0) * qp + first)
+            wview = planes.as_strided((1, ni, nk, na, nb), (0, step * cols_t, tstep, r * cols_t, 1),
+                                      planes.storage_offset() + rho * rows_u * cols_t + step * i0 * cols_t + t0)
+            kview.div_(wview)
+
+
+def _mean_knn_distance(q: torch.Tensor, qpos: torch.Tensor, grid: tuple[int, int], cand: torch.Tensor,
+                       cpos: torch.Tensor, c: float, k: int, self_index: torch.Tensor | None, chunk_elements: int,
+                       refine: bool, group: int | None = None, lattice: Lattice | None = None) -> torch.Tensor:
+    """(1/K) Σ of the K smallest d = d_color/(1 + c·d_position) per query (Eq. 1-2): (N,P).
+
+    ``q`` (N,P,D) are the queries of an (nh, nw) grid in row-major order with centres ``qpos`` (P,2); ``cand`` (N,Q,D)
+    the candidates at ``cpos`` (Q,2). The P×Q matrix is never materialised: queries go in blocks of grid rows (or runs
+    of one row), for which
+
+    * d_color² = ‖p‖² + ‖q‖² − 2⟨p,q⟩ comes from one matmul of the augmented vectors [p, ‖p‖², 1]·[−2q, 1, ‖q‖²];
+    * the ranking key is d² = d_color²/(1 + c·d_position)² (monotone in d). With a ``lattice`` (the integer pixel
+      layout of the scale), copies at factors 1/m take (1 + c·d_position)² from small precomputed tables
+      (:func:`_weight_tables`); otherwise (c·d_position)² = c²Δy² + c²Δx² is a broadcast sum of two small tables
+      (grid rows × Q, grid columns × Q), because the query positions are separable;
+    * the self-match (``self_index``) is set to +inf by a scatter (queries without one write into a padding column);
+    * exact top-K in two stages (:func:`_group_size`): the candidates are split into G groups of g, the K groups
+      with the smallest minima are kept, and the K smallest keys are taken among their K·g members. Every key ≤ the
+      K-th smallest lies in a group whose minimum is ≤ it, so the kept values are exactly those of a full top-K.
+
+    With ``refine`` the K kept distances are recomputed from the patch differences (no expanded-form cancellation)."""
     n, p, _ = q.shape
-    qq = q.square().sum(-1)                           # (N,P)
-    cc = cand.square().sum(-1)                        # (N,Q)
-    cand_t = cand.transpose(1, 2)
     nq = cand.shape[1]
-    qpos_c, cpos_c = qpos * c, cpos * c               # c·d_position = |c·Δ|
-    # rows per chunk: the (N,rows,Q) ranking matrix and, when refining, the (N,rows,K,D) gathered patches both stay
-    # within chunk_elements
-    rows = max(1, chunk_elements // max(1, n * (max(nq, k * q.shape[-1]) if refine else nq)))
-    batch = torch.arange(n, device=q.device)[:, None, None]
-    out = torch.empty(n, p, dtype=q.dtype, device=q.device)
-    for a in range(0, p, rows):                       # chunks of queries: the P×Q matrix is never materialised
-        b = min(p, a + rows)
-        # ranking key d² = d_color²/(1 + c·d_pos)² (same order as d); small negative d_color² from cancellation
-        # only make a near-duplicate rank first, and the kept distances are recomputed exactly below
-        d2 = torch.baddbmm(qq[:, a:b, None] + cc[:, None, :], q[:, a:b], cand_t, alpha=-2.0)
-        wpos = torch.hypot(qpos_c[a:b, None, 0] - cpos_c[None, :, 0], qpos_c[a:b, None, 1] - cpos_c[None, :, 1])
-        wpos.add_(1.0)                                # (p,Q): 1 + c·d_position
-        d2.div_(wpos.square())
+    nh, nw = grid
+    dev, dt = q.device, q.dtype
+    tables = _weight_tables(lattice, grid, c, dt, dev) if lattice is not None else []
+    if tables:   # the table copies in reversed grid order (an involution on the candidate index)
+        order = torch.arange(nq, device=dev)
+        for first, na, nb, _, _ in tables:
+            order[first:first + na * nb] = order[first:first + na * nb].flip(0)
+        cand, cpos = cand[:, order], cpos[order]
         if self_index is not None:
-            idx = self_index[a:b]
-            hit = (idx >= 0).nonzero().squeeze(1)
-            if hit.numel():
-                d2[:, hit, idx[hit]] = float("inf")
-        if refine:
-            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).indices           # (N,p,K)
-            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation)
-            dcol = (q[:, a:b, None, :] - cand[batch, best]).norm(dim=-1)                      # (N,p,K)
-            out[:, a:b] = (dcol / wpos.expand(n, -1, -1).gather(2, best)).mean(-1)
+            self_index = torch.where(self_index >= 0, order[self_index.clamp_min(0)], self_index)
+    covered = sorted((first, first + na * nb) for first, na, nb, _, _ in tables)
+    computed, at = [], 0                            # column ranges whose weights are computed per block
+    for a0, a1 in covered + [(nq, nq)]:
+        if a0 > at:
+            computed.append((at, a0))
+        at = a1
+    g = _group_size(nq, k, group)
+    qp = -(-(nq + 1) // g) * g                 # ≥ 1 padding column (+inf): the self-match sink, whole groups
+    ng = qp // g
+    # [p, ‖p‖², 1] · [−2q, 1, ‖q‖²] = d_color² (the −2 is an exact power-of-two scaling)
+    qa = torch.cat((q, q.square().sum(-1, keepdim=True), q.new_ones(n, p, 1)), dim=-1)
+    ca = torch.cat((-2.0 * cand, cand.new_ones(n, nq, 1), cand.square().sum(-1, keepdim=True)), dim=-1)
+    ca_t = ca.transpose(1, 2).contiguous()                                  # (N, D+2, Q)
+    if computed:
+        qg = qpos.view(nh, nw, 2)
+        ty = (qg[:, 0, 0, None] * c - cpos[None, :, 0] * c).square()       # (nh, Q): (c·Δy)²
+        tx = (qg[0, :, 1, None] * c - cpos[None, :, 1] * c).square()       # (nw, Q): (c·Δx)²
+    sink = torch.where(self_index >= 0, self_index, torch.full_like(self_index, nq)) if self_index is not None else None
+    rows = block_rows(n, qp, k, q.shape[-1], chunk_elements, refine, dev)
+    out = torch.empty(n, p, dtype=dt, device=dev)
+    bufs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for i0, i1, j0, j1 in _query_blocks(nh, nw, rows):
+        a, b = i0 * nw + j0, (i1 - 1) * nw + j1
+        m = b - a
+        if m not in bufs:                       # at most two block sizes
+            bufs[m] = (torch.full((n, m, qp), float("inf"), dtype=dt, device=dev),
+                       torch.empty(m, nq if computed else 0, dtype=dt, device=dev))
+        key, w = bufs[m]
+        kv = key[..., :nq]                      # the padding columns stay +inf
+        torch.bmm(qa[:, a:b], ca_t, out=kv)                                 # d_color² (row stride Q_pad)
+        _divide_by_tables(key, tables, i0, i1, j0, j1, lattice.step if tables else 1)
+        for c0, c1 in computed:                 # d² = d_color²/(1 + c·d_position)²
+            wc = w[:, c0:c1]
+            torch.add(ty[i0:i1, None, c0:c1], tx[None, j0:j1, c0:c1], out=wc.view(i1 - i0, j1 - j0, c1 - c0))
+            wc.sqrt_().add_(1.0)                                            # 1 + c·d_position
+            kv[..., c0:c1].div_(wc).div_(wc)
+        if sink is not None:
+            key.scatter_(2, sink[a:b].view(1, m, 1).expand(n, m, 1), float("inf"))
+        flat = key.view(n * m, qp)
+        if g > 1:
+            grouped = flat.view(n * m, g, ng)                               # group j = columns {j, j+G, j+2G, …}
+            gi = torch.topk(grouped.amin(1), k, dim=-1, largest=False, sorted=False).indices       # (N·m, K)
+            members = grouped.gather(2, gi[:, None, :].expand(-1, g, -1)).view(n * m, g * k)
+            top = torch.topk(members, k, dim=-1, largest=False, sorted=False)
         else:
-            best = torch.topk(d2, k, dim=-1, largest=False, sorted=False).values
-            out[:, a:b] = best.clamp_min_(0).sqrt_().mean(-1)
+            top = torch.topk(flat, k, dim=-1, largest=False, sorted=False)
+        if refine:
+            t = top.indices
+            best = ((t // k) * ng + gi.gather(1, t % k) if g > 1 else t).view(n, m, k)
+            # the K kept distances recomputed from the patch differences (no ‖p‖²+‖q‖²−2⟨p,q⟩ cancellation) and
+            # their position factors from the centres
+            kept = cand.reshape(n * nq, -1).index_select(0, (best + batch_offsets(n, nq, dev)).view(-1))
+            dcol = kept.view(n, m, k, -1).sub_(q[:, a:b, None, :]).norm(dim=-1)                   # (N,m,K)
+            cb = cpos[best]                                                                         # (N,m,K,2)
+            wk = torch.hypot(qpos[a:b, None, 0] * c - cb[..., 0] * c, qpos[a:b, None, 1] * c - cb[..., 1] * c)
+            out[:, a:b] = (dcol / wk.add_(1.0)).mean(-1)
+        else:
+            out[:, a:b] = top.values.view(n, m, k).clamp_min_(0).sqrt_().mean(-1)
     return out
+
+
+def batch_offsets(n: int, nq: int, device: torch.device) -> torch.Tensor:
+    """(N,1,1): the flat row b·Q of image b's first candidate."""
+    return (torch.arange(n, device=device) * nq)[:, None, None]
 
 
 def _self_index(qpos: torch.Tensor, grid1, half: int, stride: int) -> torch.Tensor | None:
@@ -329,22 +522,24 @@ def scale_saliency(img_r: torch.Tensor, r: float, index: int, cfg: CAConfig) -> 
     h, w = img_r.shape[-2:]
     length = max(h, w)
     img_r = img_r - img_r.mean(dim=(2, 3), keepdim=True)    # shift-invariant distances, less cancellation
-    cand, cpos, grid1 = _candidates(img_r, r, half, stride, cfg, length)
+    cand, cpos, grid1, copies = _candidates(img_r, r, half, stride, cfg, length)
     if cand is None:
         raise ValueError(f"scale {r}: the {h}x{w} image is smaller than the {2 * half + 1}px patch; use a larger "
                          f"working_size or fewer/larger scales")
     n = img_r.shape[0]
     if cfg.variant == "tsai_chang" and (h <= 2 * half or w <= 2 * half):
         return img_r.new_zeros(n, h, w)
-    q, qpix, (nh, nw) = _queries(img_r, half, cfg)
+    q, qpix, (nh, nw), start = _queries(img_r, half, cfg)
     off = 1.0 if cfg.variant == "tsai_chang" else 0.5
+    lattice = Lattice(start, cfg.query_stride, length, off, half, stride, tuple(copies))
     qpos = (qpix + off) / length
     self_index = _self_index(qpix, grid1, half, stride) if cfg.exclude_self else None
     k = min(cfg.K, cand.shape[1] - (1 if self_index is not None and bool((self_index >= 0).any()) else 0))
     if k < 1:
         raise ValueError(f"scale {r}: no candidate patches left for K nearest neighbours")
     refine = cfg.refine if cfg.refine is not None else q.dtype == torch.float64
-    mean_d = _mean_knn_distance(q, qpos, cand, cpos, cfg.c, k, self_index, cfg.chunk_elements, refine)
+    mean_d = _mean_knn_distance(q, qpos, (nh, nw), cand, cpos, cfg.c, k, self_index, cfg.chunk_elements, refine,
+                                cfg.select_group, lattice)
     s = 1.0 - torch.exp(-mean_d * cfg.area_factor[index])
     s = s.view(n, nh, nw)
     if cfg.variant == "tsai_chang":
@@ -399,14 +594,16 @@ def context_saliency(img: torch.Tensor, cfg: CAConfig | None = None, *, working_
     return CAResult(saliency=sal, attended=attended, scale_maps=maps, working=work)
 
 
-def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250) -> dict:
-    """Cost model (``sr_map.md`` §7) of :func:`context_saliency` on an ``height``×``width`` input: the number of
-    query×candidate pairs and of multiply-adds of the patch distances, summed over the scales."""
+def distance_shapes(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250,
+                    planes: int = 3) -> list[dict]:
+    """Per scale of :func:`context_saliency` on an ``height``×``width`` input with ``planes`` image planes: the query
+    grid ``(nh, nw)``, the number of queries ``P``, of candidates ``Q`` and the patch dimension ``D`` = patch²·planes
+    — the shapes of the distance matmuls (``sr_map.md`` §7)."""
     cfg = cfg or CAConfig()
     if working_size is not None:
         s = float(working_size) / max(height, width)
         height, width = max(1, round(height * s)), max(1, round(width * s))
-    pairs = macs = 0
+    out = []
     for i, r in enumerate(cfg.scales):
         h, w = _out_size(height, r), _out_size(width, r)
         size, stride = cfg.patch[i], cfg.candidate_stride[i]
@@ -418,11 +615,18 @@ def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_
             if hc >= size and wc >= size:
                 q += ((hc - size) // stride + 1) * ((wc - size) // stride + 1)
         if cfg.variant == "tsai_chang":
-            p = max(0, h - size + 1) * max(0, w - size + 1)
+            nh, nw = max(0, h - size + 1), max(0, w - size + 1)
         else:
             s = cfg.query_stride
             o = (s - 1) // 2
-            p = ((h - o - 1) // s + 1) * ((w - o - 1) // s + 1)
-        pairs += p * q
-        macs += p * q * size * size * 3
-    return {"pairs": pairs, "macs": macs}
+            nh, nw = (h - o - 1) // s + 1, (w - o - 1) // s + 1
+        out.append({"scale": r, "grid": (nh, nw), "P": nh * nw, "Q": q, "D": size * size * planes})
+    return out
+
+
+def work_estimate(height: int, width: int, cfg: CAConfig | None = None, working_size: int | None = 250,
+                  planes: int = 3) -> dict:
+    """Cost model (``sr_map.md`` §7) of :func:`context_saliency` on an ``height``×``width`` input: the number of
+    query×candidate pairs and of multiply-adds of the patch distances, summed over the scales."""
+    shapes = distance_shapes(height, width, cfg, working_size, planes)
+    return {"pairs": sum(d["P"] * d["Q"] for d in shapes), "macs": sum(d["P"] * d["Q"] * d["D"] for d in shapes)}
