@@ -1,6 +1,7 @@
 """Timing helpers for the benchmarks: median wall time after warm-up, peak RSS of a child process."""
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from typing import Callable
@@ -38,3 +39,16 @@ def report(rows: list[tuple[str, float]], unit: str = "s") -> None:
     width = max(len(r[0]) for r in rows)
     for name, t in rows:
         print(f"  {name:<{width}}  {t:9.4f} {unit}   {t / base:6.2f}× {rows[0][0]}")
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS in KiB: VmHWM (reset at exec, unlike ru_maxrss, which a child inherits from its
+    parent on Linux and so reads the parent's peak when that is higher), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

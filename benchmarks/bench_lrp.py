@@ -3,7 +3,7 @@
 (gradient of the summed target logits w.r.t. the input only, ``torch.autograd.grad``; and ``fwd+bwd+wgrad``, a
 ``.backward()`` that also computes every weight gradient, as ``benchmarks/_timing.forward_backward``), all in the same
 run. Each configuration runs in its own
-subprocess for the memory figure (resource.getrusage ru_maxrss after − before one pass); times are taken round-robin
+subprocess for the memory figure (peak RSS, VmHWM, after − before one pass); times are taken round-robin
 in one process so that load from other processes hits every configuration alike.
 
     python benchmarks/bench_lrp.py [--models resnet50 vgg16] [--repeat 3] [--batch 8] [--size 224] [--threads 2]\n                                   [--configs ...] [--no-memory]
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -87,10 +86,12 @@ def _child(model_name: str, config: str, batch: int, size: int, threads: int) ->
     import torch
     torch.set_num_threads(threads)
     run = _runner(model_name, config, batch, size)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from _timing import peak_rss_kib
+    before = peak_rss_kib()
     run()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak_rss_kib()
     return {"extra_peak_mib": (after - before) / 1024}
+
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -137,7 +136,8 @@ def memory_worker(mu: float, batch: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         e = cnnlens.explain(model, x, "sise", layer=["act1"], mu=mu, batch_size=batch)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from _timing import peak_rss_kib
+    peak_kib = peak_rss_kib()  # VmHWM: ru_maxrss would report the parent's peak if higher
     print(json.dumps({"k": e.extras["n_forwards"], "peak_mib": peak_kib / 1024}))
 
 
