@@ -570,3 +570,109 @@ def test_score_cam_fast_forward_training_model_and_changed_parameters():
     net[1].weight.data.add_(0.5)
     err, rel = _fast_vs_plain(net, x, "5")
     assert err <= 1e-5 and rel <= 1e-5
+
+
+# --------------------------------------------------------------------------- Score-CAM "gc" with constant channels
+class _Relu6Net(nn.Module):
+    """EfficientNet-like ReLU6 net whose Score-CAM layer (``act2``, 256×5×7 at 37×53 px) has all-zero channels, channels
+    saturated at 6 and constant non-zero channels below 6 (as ~2/3 of EfficientNet-Lite0's ``bn2``)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(31)
+        self.conv1 = nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act1 = nn.ReLU6()
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(8, 256, 3, stride=2, padding=1)
+        self.act2 = nn.ReLU6()
+        self.conv3 = nn.Conv2d(256, 32, 1)
+        self.act3 = nn.ReLU()
+        self.fc = nn.Linear(32, 10)
+        with torch.no_grad():
+            self.bn1.running_mean.uniform_(-0.2, 0.2)
+            self.bn1.running_var.uniform_(0.5, 2.0)
+            self.conv2.weight[:45] = 0                       # constant: 0..29 all zero, 30..39 = 6, 40..44 = 3.1
+            self.conv2.bias[:30] = -1.0
+            self.conv2.bias[30:40] = 7.0
+            self.conv2.bias[40:45] = 3.1
+            self.conv2.weight[45:50] *= 0.01                 # pre-activation > 6 everywhere: saturated at 6
+            self.conv2.bias[45:50] = 20.0
+            self.conv3.weight.mul_(3.0)
+
+    def forward(self, x):
+        h = self.pool(self.act1(self.bn1(self.conv1(x))))
+        h = self.act3(self.conv3(self.act2(self.conv2(h))))
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_score_cam_gc_constant_channels_equal_pytorch_grad_cam(fast_forward, monkeypatch):
+    """Constant maps under "gc": all-zero ones score the baseline (their mask is exactly 0), but a constant non-zero map
+    (ReLU6 saturated at 6, or 3.1) upsampled with align_corners=True is constant only up to float rounding, and
+    pytorch-grad-cam's (up − min)/(span + 1e-8) turns that rounding into a noise mask: cnnlens reproduces it. Weights
+    equal ``ScoreCAM.get_cam_weights``, raw and the after_resize display map its output (fast path: BN folded, the
+    stem conv by linearity for the varying channels, the noise masks explicitly)."""
+    calls = _count_linear_stem(monkeypatch)
+    net = _Relu6Net().eval()
+    torch.manual_seed(32)
+    x = torch.randn(2, 3, 37, 53)
+    with torch.no_grad():
+        act = {}
+        h = net.act2.register_forward_hook(lambda m, i, o: act.setdefault("a", o))
+        net(x)
+        h.remove()
+    a = act["a"]
+    flat = a.reshape(2, 256, -1)
+    constant = flat.amax(2) == flat.amin(2)
+    assert constant[:, :50].all() and (flat[:, :30] == 0).all() and (flat[:, 30:40] == 6).all()
+    assert (flat[:, 45:50] == 6).all()
+    noisy, _ = _score_cam_mod._gc_noise_masks(a, constant & (flat.amax(2) != 0), (37, 53))
+    assert noisy.shape[0] > 0 and (noisy[:, 1] >= 30).all()          # the quirk is present; zero maps never noisy
+
+    e = cnnlens.explain(net, x, "score-cam", layer="act2", variant="gc", batch_size=40, fast_forward=fast_forward)
+    m2 = _oracle_copy(net)
+    with pgc.ScoreCAM(model=m2, target_layers=[m2.act2]) as cam:
+        cam.batch_size = 64
+        weights = {}
+        orig = cam.get_cam_weights
+
+        def spy(*args, **kwargs):
+            weights["w"] = orig(*args, **kwargs)
+            return weights["w"]
+        cam.get_cam_weights = spy
+        ref = torch.from_numpy(cam(input_tensor=x.clone(), targets=None))
+    w_ref = torch.from_numpy(weights["w"])
+    w = e.extras["channel_scores"]
+    w_err = ((w - w_ref).abs() / w_ref).max().item()
+    err = (gc_normalise(e.raw, (37, 53)) - ref).abs().max().item()
+    e2 = cnnlens.explain(net, x, "score-cam", layer="act2", variant="gc", normalize="after_resize",
+                         fast_forward=fast_forward)
+    err2 = (e2.heatmap - ref).abs().max().item()
+    print(f"\nscore-cam gc constant channels (fast_forward={fast_forward}): weights rel {w_err:.1e}, "
+          f"map {err:.1e}, after_resize heatmap {err2:.1e}")
+    assert w_err <= 1e-5 and err <= 1e-5 and err2 <= 1e-5
+    assert (calls["n"] > 0) == fast_forward
+    assert e.extras["skipped_channels"][:, :30].all()
+
+
+def test_fast_forward_only_where_it_folds_or_fuses():
+    """The rewrite is used only where at least half of the convs fold a BN or fuse a ReLU / residual add: a conv
+    followed by a BatchNorm subclass with its own forward (timm's BatchNormAct2d) gains nothing, so no plan."""
+
+    class BNAct(nn.BatchNorm2d):
+        def forward(self, x):
+            return F.relu6(super().forward(x))
+
+    def net(bn):
+        torch.manual_seed(33)
+        return nn.Sequential(nn.Conv2d(3, 8, 3), bn(8), nn.Conv2d(8, 8, 3), bn(8), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    assert _fast_forward.inference_plan(net(nn.BatchNorm2d), torch.float32) is not None      # 3 of 3
+    assert _fast_forward.inference_plan(net(BNAct), torch.float32) is None                   # 1 of 3
+    assert _fast_forward.inference_plan(_small_cnn(seed=34), torch.float32) is not None
+    x = torch.randn(2, 3, 12, 12)
+    m = net(BNAct)
+    a = cnnlens.explain(m, x, "score-cam", layer="3", variant="gc")
+    b = cnnlens.explain(m, x, "score-cam", layer="3", variant="gc", fast_forward=False)
+    assert torch.equal(a.heatmap, b.heatmap)

@@ -61,7 +61,15 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
       resolution. "gc" (pytorch-grad-cam 1.5.7): masks upsampled with align_corners=True and min-max ε 1e-8;
       score = target logit; weights = softmax of the scores across channels; ReLU then min-max at feature resolution.
       (Constant channels are not forwarded in either variant; under "gc" they are scored with the baseline input, which
-      is exactly what their all-zero mask gives.)
+      is exactly what their all-zero mask gives.) pytorch-grad-cam quirk, reproduced under "gc": a map that is
+      constant but not zero (e.g. ReLU6 saturated at 6) may not be exactly constant after its align_corners=True
+      upsampling (float rounding, span ~1e-7); its mask (up − min)/(span + 1e-8) is then rounding noise stretched to
+      up to ~[0, 1], not zero, and such a channel is forwarded with that mask as pytorch-grad-cam does
+      (``_gc_noise_masks``). The weights then equal ``ScoreCAM.get_cam_weights`` and ``raw`` its weighted sum; the
+      display map follows cams.md §1 (min-max at feature resolution, then upsampling), while pytorch-grad-cam's
+      output is min-max(resize(min-max(raw))) (its multi-layer aggregation rescales after the resize, ε 1e-7): pass
+      normalize="after_resize" to get that map (equal up to the 1e-7 guards; the default differs from it by up to
+      ~1e-2 on a 7×7 map at 224 px, where the upsampled peak falls between the feature cells).
     baseline: "none" (official code) or "subtract": s_k − Ψ_c(X_b), the CIC of the paper, X_b = the input masked
       everywhere (a no-op under "gc", whose softmax ignores a common shift).
     mask_space: "normalized" (mask the normalised tensor: masked pixels → mean colour, official code) or "raw"
@@ -283,22 +291,59 @@ class _LinearStem:
         return plan.pooled_tail(torch.relu_(p))
 
 
+def _gc_noise_masks(a: torch.Tensor, constant: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """pytorch-grad-cam quirk (variant "gc"): the (sample, channel) pairs of the maps that are constant but not zero at
+    feature resolution and NOT exactly constant after its upsampling (bilinear, align_corners=True), and their masks.
+    Float rounding of the interpolation weights (e.g. 6·λ + 6·(1−λ) ≠ 6) leaves a span of ~1e-7..1e-6, and the mask
+    (up − min)/(max − min + 1e-8) is that rounding noise stretched to up to ~[0, 1], not the all-zero (baseline) mask of
+    a truly constant map. Typical for ReLU6 channels saturated at 6. All-zero maps upsample to exact zeros and are not
+    checked. The rounding depends on how the kernel vectorises over channels (on CPU a channel in a full 8-lane block
+    rounds differently from one upsampled alone), so each sample with such a map is upsampled whole, (1, K, h, w), as
+    pytorch-grad-cam does (a transient K·H·W tensor per such sample), and only the noise masks are kept."""
+    cand = constant.nonzero()
+    if cand.shape[0] == 0:
+        return cand, a.new_empty(0, 1, *size)
+    pairs, masks = [], []
+    for i in torch.unique(cand[:, 0]).tolist():
+        k_idx = cand[cand[:, 0] == i, 1]
+        up = F.interpolate(a[i:i + 1], size=size, mode="bilinear", align_corners=True)[0, k_idx]
+        lo = up.amin(dim=(1, 2), keepdim=True)
+        hi = up.amax(dim=(1, 2), keepdim=True)
+        noisy = (hi > lo).reshape(-1)
+        pairs.append(cand[cand[:, 0] == i][noisy])
+        masks.append(((up - lo) / (hi - lo + 1e-8))[noisy][:, None])
+    return torch.cat(pairs), torch.cat(masks)
+
+
 def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline, batch_size, relu, normalize, size,
                progress, name) -> MapResult:
     n, k = a.shape[:2]
     flat = a.reshape(n, k, -1)
-    varying = flat.amax(dim=2) > flat.amin(dim=2)                       # (N,K); constant maps are never forwarded
-    pairs = varying.nonzero()                                           # the one host sync of the layer
-    scores = torch.zeros(n, k, dtype=_score_dtype(a.dtype), device=a.device)
+    hi_a, lo_a = flat.amax(dim=2), flat.amin(dim=2)
+    varying = hi_a > lo_a                                               # (N,K); constant maps are never forwarded
     align = variant == "gc"
+    pairs = varying.nonzero()                                           # the host sync of the layer
+    explicit = pairs[:0]
+    if variant == "gc":
+        explicit, noise_masks = _gc_noise_masks(a, ~varying & (hi_a != 0), size)
+        varying = varying.clone()
+        varying[explicit[:, 0], explicit[:, 1]] = True
+    scores = torch.zeros(n, k, dtype=_score_dtype(a.dtype), device=a.device)
     linear = model.linear_stem(a, pairs, affine, size, align) if isinstance(model, _MaskedForward) else None
     b_host = pairs[:, 0].tolist() if linear is not None else None
-    chunks = range(0, pairs.shape[0], batch_size)
+    n_linear = pairs.shape[0]
+    chunks = [(start, min(start + batch_size, n_linear)) for start in range(0, n_linear, batch_size)]
+    pairs = torch.cat([pairs, explicit])                                # explicit masks: never the linear stem
+    chunks += [(start, min(start + batch_size, pairs.shape[0])) for start in range(n_linear, pairs.shape[0], batch_size)]
     if progress:
         from tqdm.auto import tqdm
         chunks = tqdm(chunks, desc=f"score-cam {name}", unit="chunk")
-    for start in chunks:
-        b_idx, k_idx = pairs[start:start + batch_size].unbind(1)
+    for start, end in chunks:
+        b_idx, k_idx = pairs[start:end].unbind(1)
+        if start >= n_linear:                                           # the "gc" noise masks, as they are
+            s = _scores(model(masked(b_idx, noise_masks[start - n_linear:end - n_linear])), targets[b_idx], variant)
+            scores[b_idx, k_idx] = s
+            continue
         up = F.interpolate(a[b_idx, k_idx][:, None], size=size, mode="bilinear", align_corners=align)
         lo = up.amin(dim=(2, 3), keepdim=True)
         hi = up.amax(dim=(2, 3), keepdim=True)
@@ -311,7 +356,7 @@ def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline
                 alpha = torch.where(span > 0, 1 / torch.where(span > 0, span, torch.ones_like(span)),
                                     torch.zeros_like(span))
             try:
-                logits = linear(b_idx, b_host[start:start + batch_size], a[b_idx, k_idx].reshape(len(b_idx), -1),
+                logits = linear(b_idx, b_host[start:end], a[b_idx, k_idx].reshape(len(b_idx), -1),
                                 alpha, -lo.reshape(-1) * alpha)
             except RuntimeError:                                 # e.g. the tail rejects the channels_last layout
                 linear = None
