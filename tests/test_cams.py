@@ -676,3 +676,17 @@ def test_fast_forward_only_where_it_folds_or_fuses():
     a = cnnlens.explain(m, x, "score-cam", layer="3", variant="gc")
     b = cnnlens.explain(m, x, "score-cam", layer="3", variant="gc", fast_forward=False)
     assert torch.equal(a.heatmap, b.heatmap)
+
+
+def test_score_cam_default_chunk_scales_with_the_input_size():
+    from cnnlens.errors import MethodError
+    from cnnlens.methods.score_cam import default_chunk
+    assert [default_chunk(s * s) for s in (32, 112, 224)] == [64, 64, 16]
+    assert default_chunk(224 * 448) == 8 and default_chunk(1024 * 1024) == 8
+    x = torch.randn(1, 3, 16, 16)
+    a = cnnlens.explain(_SMALL, x, "score-cam", layer="5")
+    b = cnnlens.explain(_SMALL, x, "score-cam", layer="5", batch_size=3)
+    torch.testing.assert_close(a.raw, b.raw, rtol=1e-5, atol=1e-7)
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(MethodError):
+            cnnlens.explain(_SMALL, x, "score-cam", layer="5", batch_size=bad)
