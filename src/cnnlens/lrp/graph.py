@@ -61,14 +61,8 @@ class LinearLayer:
 
     # -- parameters -------------------------------------------------------------------------------------------------
     def fold_batchnorm(self, bn: nn.Module) -> None:
-        """Fold an eval-mode BatchNorm that directly follows this layer (y = s·(z − μ) + β, s = γ/√(σ² + ε))."""
-        scale = bn.running_var.detach().add(bn.eps).sqrt()
-        scale = (bn.weight.detach() if bn.weight is not None else torch.ones_like(scale)) / scale
-        shift = bn.bias.detach() if bn.bias is not None else torch.zeros_like(scale)
-        w = self.weight
-        self.weight = w * scale.view(-1, *([1] * (w.dim() - 1)))
-        b = self.bias if self.bias is not None else torch.zeros_like(scale)
-        self.bias = (b - bn.running_mean.detach()) * scale + shift
+        """Fold an eval-mode BatchNorm that directly follows this layer (:func:`fold_batchnorm`)."""
+        self.weight, self.bias = fold_batchnorm(self.weight, self.bias, bn)
         self._cache.clear()
 
     def param(self, which: str, mod) -> Tensor:
@@ -127,6 +121,24 @@ class LinearLayer:
                 idx.append(slice(lo, lo + x.shape[2 + i]))
             gi = gi[tuple(idx)]
         return gi
+
+
+def fold_batchnorm(weight: Tensor, bias: Tensor | None, bn: nn.Module) -> tuple[Tensor, Tensor]:
+    """New (weight, bias) of a conv/linear layer with the eval-mode BatchNorm that follows it folded in:
+    y = s·(z − μ) + β with s = γ/√(σ² + ε), so W' = s·W and b' = s·(b − μ) + β (zennit ``MergeBatchNorm``)."""
+    scale = bn.running_var.detach().add(bn.eps).sqrt()
+    scale = (bn.weight.detach() if bn.weight is not None else torch.ones_like(scale)) / scale
+    shift = bn.bias.detach() if bn.bias is not None else torch.zeros_like(scale)
+    b = bias if bias is not None else torch.zeros_like(scale)
+    return (weight * scale.view(-1, *([1] * (weight.dim() - 1))),
+            (b - bn.running_mean.detach()) * scale + shift)
+
+
+def parameter_versions(model: nn.Module) -> tuple:
+    """A key that changes when any parameter or buffer of ``model`` is replaced or modified in place (version
+    counters; edits through ``.data`` are not seen)."""
+    return tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                 for t in list(model.parameters()) + list(model.buffers()))
 
 
 # ------------------------------------------------------------------------------------------------ classification
@@ -516,16 +528,9 @@ def _run_maxpool(step: Step, x: Tensor, node: fx.Node):
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _version_key(model: nn.Module) -> tuple:
-    key = []
-    for t in list(model.parameters()) + list(model.buffers()):
-        key.append((id(t), t.data_ptr(), t._version, t.dtype, t.device))
-    return tuple(key)
-
-
 def get_plan(model: nn.Module, bn: str = "fold") -> Plan:
     """The cached plan of ``model`` for this BN mode; rebuilt when any parameter/buffer changed (version counter)."""
-    key = _version_key(model)
+    key = parameter_versions(model)
     per_model = _CACHE.setdefault(model, {})
     hit = per_model.get(bn)
     if hit is not None and hit[0] == key:

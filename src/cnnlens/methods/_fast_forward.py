@@ -37,6 +37,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..lrp.graph import fold_batchnorm, parameter_versions
+
 _RELU_FUNCS = (F.relu, torch.relu, torch.relu_)
 _RELU_METHODS = ("relu", "relu_")
 _ADD_FUNCS = (operator.add, operator.iadd, torch.add)
@@ -188,12 +190,7 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, tor
     b = None if conv.bias is None else conv.bias.detach()
     if bn is None:
         return w.clone(), None if b is None else b.clone()
-    scale = bn.running_var.detach().add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = bn.weight.detach() * scale
-    shift = bn.bias.detach() if bn.bias is not None else torch.zeros_like(scale)
-    b0 = b if b is not None else torch.zeros_like(scale)
-    return w * scale.reshape(-1, 1, 1, 1), (b0 - bn.running_mean.detach()) * scale + shift
+    return fold_batchnorm(w, b, bn)
 
 
 def _attr(model: nn.Module, target: str):
@@ -344,11 +341,6 @@ def _graph_module(graph: fx.Graph, model: nn.Module, modules: dict, fused: dict)
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _version_key(model: nn.Module) -> tuple:
-    return tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device)
-                 for t in list(model.parameters()) + list(model.buffers()))
-
-
 def _applicable(model: nn.Module, dtype: torch.dtype) -> bool:
     if dtype not in (torch.float32, torch.float64):
         return False
@@ -365,7 +357,7 @@ def inference_plan(model: nn.Module, dtype: torch.dtype, rebuild: bool = False) 
     """The cached :class:`InferencePlan` of ``model`` for inputs of ``dtype``, or None where it does not apply."""
     if not _applicable(model, dtype):
         return None
-    key = _version_key(model)
+    key = parameter_versions(model)
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == key and not rebuild:
         return hit[1]
