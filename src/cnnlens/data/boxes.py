@@ -17,16 +17,28 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
 @dataclass
 class Sample:
     """One image: ``image`` (C,H,W) normalised at the model's input size; ``size`` (H0, W0) of the original, the
-    resolution of ``boxes`` [(class index, x1, y1, x2, y2)] (0-based half-open); ``targets``: the classes to explain
-    (every ground-truth class present, difficult-only classes skipped)."""
+    resolution of ``boxes`` [(class key, x1, y1, x2, y2)] (0-based half-open); ``targets``: the class keys to explain
+    (every ground-truth class present, difficult-only classes skipped).
+
+    A class key is the model's class index, unless ``candidates`` maps it (a class map: a dataset class standing for a
+    set of model classes): then the target is the model's highest-scoring class of ``candidates[key]`` and the boxes
+    are those of the key. ``has_boxes`` is False for a dataset without boxes (metrics that need boxes report n/a);
+    ``path`` is the source file, when there is one; ``labels`` names the keys for a class-mapped dataset."""
     id: str
     image: torch.Tensor
     size: tuple[int, int]
     boxes: list[tuple[int, float, float, float, float]] = field(default_factory=list)
     targets: list[int] = field(default_factory=list)
+    candidates: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    has_boxes: bool = True
+    path: str | None = None
 
     def class_boxes(self, c: int) -> torch.Tensor:
         return torch.tensor([b[1:] for b in self.boxes if b[0] == c], dtype=torch.float64).reshape(-1, 4)
+
+    def model_classes(self, key: int) -> tuple[int, ...]:
+        """The model classes a target key stands for (itself, without a class map)."""
+        return tuple(self.candidates.get(key, (key,)))
 
 
 class BoxDataset(Protocol):
