@@ -106,23 +106,37 @@ def parse_voc_xml(path: str | Path, image_size: tuple[int, int] | None = None, c
 
 @dataclass
 class LabelMap:
-    """Class names (index = model output) with optional WordNet ids; ``index(name)`` accepts a wnid, the full name or
-    any of its comma-separated synonyms (case-insensitive)."""
+    """Class names (index = model output) with optional WordNet ids and extra synonyms (``aliases``, e.g. ImageNet's
+    lemmas). ``index(name)`` accepts, in this order of precedence: the exact name, a wnid, the name in any case, one
+    of its comma-separated synonyms, an alias (so ``Cardigan`` the dog and ``cardigan`` the sweater stay apart)."""
     names: list[str]
     wnids: list[str | None]
+    aliases: list[tuple[str, ...]] | None = None
 
     def __post_init__(self):
+        self._exact: dict[str, int] = {}
         self._lookup: dict[str, int] = {}
+        levels: list[list[tuple[str, int]]] = [[], [], [], []]
         for i, (name, wnid) in enumerate(zip(self.names, self.wnids)):
-            keys = [name] + [s.strip() for s in name.split(",")] + ([wnid] if wnid else [])
-            for k in keys:
-                self._lookup.setdefault(k.lower(), i)
+            self._exact.setdefault(name.strip(), i)
+            if wnid:
+                levels[0].append((wnid, i))
+            levels[1].append((name, i))
+            levels[2].extend((s.strip(), i) for s in name.split(","))
+            if self.aliases is not None and i < len(self.aliases):
+                levels[3].extend((s.strip(), i) for a in self.aliases[i] for s in a.split(","))
+        for level in levels:
+            for key, i in level:
+                if key:
+                    self._lookup.setdefault(key.lower(), i)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def index(self, name: str) -> int | None:
-        return self._lookup.get(name.strip().lower())
+        key = name.strip()
+        hit = self._exact.get(key)
+        return hit if hit is not None else self._lookup.get(key.lower())
 
 
 def read_label_file(path: str | Path) -> LabelMap:

@@ -1,5 +1,5 @@
-"""Datasets of images with ground-truth boxes: the :class:`Sample` every evaluation reads, and a folder of images with
-Pascal VOC / ImageNet XML annotations."""
+"""The :class:`Sample` every evaluation reads, the model's preprocessing and image decoding. The dataset layouts
+(VOC/ILSVRC XML folders among them) are in :mod:`cnnlens.evaluation.datasets`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,9 +9,8 @@ from typing import Protocol, Sequence
 import torch
 
 from ..errors import InputError
-from .annotations import AnnotationError, LabelMap, label_map_from_names, parse_voc_xml, read_label_file
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # compared in lower case
 
 
 @dataclass
@@ -72,89 +71,32 @@ def to_model_input(rgb: torch.Tensor, size: tuple[int, int], mean: Sequence[floa
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """(3,H,W) float32 in [0,1]."""
-    from PIL import Image, UnidentifiedImageError
+    """(3,H,W) float32 in [0,1], turned upright by its EXIF orientation tag (as a photo viewer shows it)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
     import numpy as np
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
+            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
 
 
-class VocFolder:
-    """A folder of images with one XML file per image (same stem): either side by side, or VOC style
-    (``JPEGImages/`` + ``Annotations/``). Class names come from ``label_file`` (one per line in model-output order,
-    or ImageNet's ``wnid name`` lines) or from the model; every annotated class must be one of them."""
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file after its EXIF orientation, from the header only (no decoding)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
-    def __init__(self, root: str | Path, model, *, label_file: str | Path | None = None,
-                 class_names: Sequence[str] | None = None, clip_boxes: bool = False, limit: int | None = None,
-                 num_classes: int | None = None):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise InputError(f"dataset folder not found: {self.root}")
-        self.name = f"folder:{self.root.resolve()}"
-        self.clip_boxes = clip_boxes
-        self.input_size, self.mean, self.std = model_preprocessing(model)
-        if label_file is not None:
-            self.labels: LabelMap = read_label_file(label_file)
-        else:
-            names = class_names or getattr(getattr(model, "cnnlens_meta", None), "class_names", None)
-            if not names:
-                raise AnnotationError("no class names: pass a label file (--label-file) listing the model's classes")
-            self.labels = label_map_from_names(list(names))
-        if num_classes is not None and num_classes != len(self.labels):
-            raise AnnotationError(f"the label file lists {len(self.labels)} classes but the model has {num_classes} "
-                                  f"outputs")
-        self.class_names = list(self.labels.names)
-        img_dir = self.root / "JPEGImages" if (self.root / "JPEGImages").is_dir() else self.root
-        ann_dirs = [self.root / "Annotations", img_dir]
-        images = sorted(p for p in img_dir.iterdir() if p.suffix in IMAGE_SUFFIXES)
-        if not images:
-            raise InputError(f"empty dataset: no image (.jpg/.png) in {img_dir}")
-        if limit is not None:
-            images = images[:limit]
-        pairs, missing = [], []
-        for img in images:
-            xml = next((d / (img.stem + ".xml") for d in ann_dirs if (d / (img.stem + ".xml")).is_file()), None)
-            if xml is None:
-                missing.append(img.name)
-            pairs.append((img, xml))
-        if missing:
-            raise AnnotationError(f"{len(missing)} image(s) in {img_dir} have no annotation file "
-                                  f"(<stem>.xml beside them or in Annotations/): {', '.join(missing[:5])}"
-                                  + (" …" if len(missing) > 5 else ""))
-        self.items = pairs
-        # Parse every annotation up front so that bad files fail before any work starts.
-        self._boxes = [self._read_boxes(xml) for _, xml in pairs]
 
-    def _read_boxes(self, xml: Path):
-        ann = parse_voc_xml(xml, clip=self.clip_boxes)
-        boxes = []
-        for b in ann.boxes:
-            c = self.labels.index(b.name)
-            if c is None:
-                raise AnnotationError(f"{xml}: class {b.name!r} is not one of the model's {len(self.labels)} classes "
-                                      f"(label file / model class names)")
-            boxes.append((c, b.x1, b.y1, b.x2, b.y2, b.difficult))
-        if not boxes:
-            raise AnnotationError(f"{xml}: no <object> box")
-        return ann, boxes
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Sample:
-        img, xml = self.items[i]
-        ann, boxes = self._boxes[i]
-        rgb = read_rgb(img)
-        h0, w0 = int(rgb.shape[1]), int(rgb.shape[2])
-        if (w0, h0) != (ann.width, ann.height):
-            raise AnnotationError(f"{xml}: <size> says {ann.width}×{ann.height} but {img.name} is {w0}×{h0}")
-        targets = sorted({c for c, *_ in boxes if not all(b[5] for b in boxes if b[0] == c)})
-        return Sample(img.stem, to_model_input(rgb, self.input_size, self.mean, self.std), (h0, w0),
-                      [b[:5] for b in boxes], targets)
-
-    def describe(self) -> dict:
-        return {"name": self.name, "n": len(self), "input_size": list(self.input_size), "clip_boxes": self.clip_boxes}
+def __getattr__(name: str):
+    # VocFolder lives with the other dataset layouts in cnnlens.evaluation.datasets (imported lazily: no cycle).
+    if name == "VocFolder":
+        from ..evaluation.datasets.voc import VocFolder
+        return VocFolder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Evaluation of explanation methods on datasets (runner, datasets, distributed, tables)."""
