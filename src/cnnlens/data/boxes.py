@@ -22,7 +22,7 @@ class Sample:
     A class key is the model's class index, unless ``candidates`` maps it (a class map: a dataset class standing for a
     set of model classes): then the target is the model's highest-scoring class of ``candidates[key]`` and the boxes
     are those of the key. ``has_boxes`` is False for a dataset without boxes (metrics that need boxes report n/a);
-    ``path`` is the source file, when there is one; ``labels`` names the keys for a class-mapped dataset."""
+    ``path`` is the source file, when there is one. A class-mapped dataset's ``class_names`` name its keys."""
     id: str
     image: torch.Tensor
     size: tuple[int, int]
