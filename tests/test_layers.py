@@ -112,3 +112,14 @@ def test_lite1_relevance_cam_class_sensitive_at_every_stage():
         warnings.simplefilter("ignore")
         model = cnnlens.load_model("efficientnet_lite1")
     _check_stages_class_sensitive(model)
+
+
+def test_timm_mobilenet_blocks_stages_and_default_are_post_activation():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("mobilenetv3_small_050").eval()
+    recs = trace_layers(model)
+    states = activation_states(model, recs)
+    blocks, stages = block_layers(model, recs), stage_layers(model, recs)
+    assert len(stages) == 5 and default_layer(model, recs) == blocks[-1] == stages[-1]
+    assert all(states[n] == "activation" for n in blocks + stages), {n: states[n] for n in blocks + stages}
+    assert states["blocks.1"] == "linear"          # an inverted-residual stage output: a linear bottleneck
