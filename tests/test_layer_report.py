@@ -115,7 +115,7 @@ def test_default_layer_leaves_a_linear_end_for_the_deepest_activation():
 
 
 def test_fused_batchnorm_activation_and_its_parts():
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     from timm.layers import BatchNormAct2d
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), BatchNormAct2d(4, act_layer=nn.SiLU),
                           nn.Conv2d(4, 4, 1), BatchNormAct2d(4, apply_act=False)).eval()
@@ -123,7 +123,6 @@ def test_fused_batchnorm_activation_and_its_parts():
     assert states["1"] == "activation" and states["1.act"] == "activation"
     assert states["1.drop"] == "pre-activation" and states["0"] == "pre-activation"
     assert states["3"] == "linear" and states["2"] == "linear"
-    del timm
 
 
 class Untraceable(nn.Module):
@@ -179,7 +178,7 @@ def test_explain_stages_and_blocks_return_dicts(resnet18):
     assert list(rc) == ["stage2.0.expand", "head"]
 
 
-def test_cli_layers_report(tmp_path):
+def test_cli_layers_report():
     from cnnlens.cli import main
     res = CliRunner().invoke(main, ["layers", "--model", "mobilenet_v2"], catch_exceptions=False)
     assert res.exit_code == 0, res.output

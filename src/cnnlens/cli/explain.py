@@ -122,10 +122,10 @@ def layers_cmd(model_name, weights, show_all):
     Example:
       cnnlens layers --model resnet50
     """
-    from ..models.layers import block_layers, explainable_layers, stage_layers, trace_layers
+    from ..models.layers import block_layers, report_from_records, stage_layers, trace_layers
     model, print_warnings = load_model_quietly(model_name, weights, "cpu", defer=True)
-    report = explainable_layers(model)
     recs = trace_layers(model)
+    report = report_from_records(model, recs)
     blocks, stages = block_layers(model, recs), set(stage_layers(model, recs))
     print_warnings()
     default = blocks[-1]

@@ -421,7 +421,11 @@ def _block_choices(model: nn.Module, records: list[LayerInfo]) -> list[tuple[str
 def explainable_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[ExplainableLayer]:
     """Every module's output in execution order: ``(name, shape)`` tuples that also carry ``type``, ``stride``,
     ``stage``, ``block``, ``activation`` and ``calls`` (:class:`ExplainableLayer`)."""
-    records = trace_layers(model, example)
+    return report_from_records(model, trace_layers(model, example))
+
+
+def report_from_records(model: nn.Module, records: list[LayerInfo]) -> list[ExplainableLayer]:
+    """:func:`explainable_layers` from an existing :func:`trace_layers` result."""
     states = activation_states(model, records)
     try:
         ends = _block_ends(records)
