@@ -106,7 +106,7 @@ class _Evil:
 
 def test_layers_and_methods_commands():
     res = run("layers", "--model", "efficientnet_lite0")
-    assert res.exit_code == 0 and "*B    bn2" in res.output
+    assert res.exit_code == 0 and "*BS   bn2" in res.output   # default, block and stage layer
     res = run("methods")
     assert res.exit_code == 0 and "grad-cam" in res.output
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .api import METHODS, Explanation, explain, method_options, validate_input
 from .errors import (CnnlensError, InputError, LayerError, MethodError, ModelError, TargetError,
                      UnsupportedOperationError, WeightsError)
-from .models.layers import block_layers, default_layer, explainable_layers
+from .models.layers import block_layers, default_layer, explainable_layers, stage_layers
 
 __version__ = "0.1.0"
 
@@ -28,4 +28,4 @@ def __getattr__(name):  # heavy imports (timm, PIL, skimage) only when used
 
 __all__ = ["METHODS", "CnnlensError", "Explanation", "InputError", "LayerError", "MethodError", "ModelError",
            "TargetError", "UnsupportedOperationError", "WeightsError", "block_layers", "default_layer", "explain",
-           "explainable_layers", "load_image", "load_model", "method_options", "validate_input"]
+           "explainable_layers", "load_image", "load_model", "method_options", "stage_layers", "validate_input"]

@@ -12,7 +12,7 @@ from .capture import resolve_module
 from .errors import InputError, LayerError
 from .methods import all_methods, get_method
 from .methods.registry import Request
-from .models.layers import block_layers, default_layer, trace_layers
+from .models.layers import block_layers, default_layer, stage_layers, trace_layers
 from .targets import TargetSpec
 
 
@@ -91,8 +91,10 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target:
     """Explain ``model``'s decision on the batch ``x`` with ``method``.
 
     target: None (each sample's top-1), an int, a class name, or a per-sample list/tensor.
-    layer: a module name (``"layer3"``, ``"features.29"``), a list of names (returns a dict layer → Explanation), or
-    ``"blocks"`` (the last layer of every block). Methods without a layer (LRP, RISE, SR map) take none.
+    layer: a module name (``"layer3"``, ``"features.29"``), a list of names (returns a dict layer → Explanation),
+    ``"blocks"`` (one layer per block: its output, or its deepest post-activation layer where the output is a linear
+    bottleneck; ``cnnlens.block_layers``) or ``"stages"`` (one such layer per spatial resolution, the deepest;
+    ``cnnlens.stage_layers``). Methods without a layer (LRP, RISE, SR map) take none.
     options: method-specific keyword options (see ``cnnlens.method_options(method)``).
     """
     spec = get_method(method)
@@ -101,7 +103,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target:
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x = validate_input(x, model)
     names = _class_names(model, class_names)
-    as_dict = isinstance(layer, (list, tuple)) or layer == "blocks"
+    as_dict = isinstance(layer, (list, tuple)) or layer in ("blocks", "stages")
     with preserved(model):
         records = None
         if spec.layers == "none":
@@ -114,9 +116,9 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target:
                 layers = [default_layer(model, records)]
             else:
                 layers = None
-        elif layer == "blocks":
+        elif layer in ("blocks", "stages"):
             records = trace_layers(model, x[:1])
-            layers = block_layers(model, records)
+            layers = (block_layers if layer == "blocks" else stage_layers)(model, records)
         else:
             layers = [layer] if isinstance(layer, str) else list(layer)
             if not layers:

@@ -25,7 +25,8 @@ def demo_cmd(out_dir, device):
 
     \b
     Writes: methods_x_images.png (every demo method on every photo), collage_<class>.png (each class of a two-photo
-    collage), layers_x_methods.png (block layers × methods on the collage) and demo.json (top classes).
+    collage), layers_x_methods.png (one post-activation layer per resolution, layer='stages', × methods on the
+    collage) and demo.json (top classes).
     Example:
       cnnlens demo --out demo/
     """
@@ -36,7 +37,7 @@ def demo_cmd(out_dir, device):
     from ..data.images import load_image
     from ..methods import all_methods
     from ..models.preprocessing import unnormalize
-    from ..viz import grid_figure, write_text_atomic
+    from ..viz import grid_figure, layer_label, write_text_atomic
 
     device = check_device(device)
     model = load_model_quietly("efficientnet_lite0", None, device)
@@ -75,11 +76,14 @@ def demo_cmd(out_dir, device):
         grid_figure([cimg[0]], [names[cls]], methods, [[e.heatmap[0] for e in row]],
                     out / f"collage_{names[cls].replace(' ', '_')}.png", signed=[[e.signed for e in row]],
                     title=f"collage chelsea | coffee, target = {names[cls]}")
+    # layers × methods at one post-activation layer per resolution (layer="stages"), rows labelled with the stride
     sweep = [m for m in SWEEP_METHODS if m in available]
-    per_method = {m: cnnlens.explain(model, xc, m, target=cat_cls, layer="blocks") for m in sweep}
+    per_method = {m: cnnlens.explain(model, xc, m, target=cat_cls, layer="stages") for m in sweep}
     layers = list(next(iter(per_method.values())).keys())
-    grid_figure([cimg[0]], layers, sweep, [[per_method[m][lay].heatmap[0] for m in sweep] for lay in layers],
-                out / "layers_x_methods.png", title=f"layers × methods, target = {names[cat_cls]}")
+    strides = {r.name: r.stride for r in cnnlens.explainable_layers(model, xc)}
+    grid_figure([cimg[0]], [layer_label(lay, strides.get(lay)) for lay in layers], sweep,
+                [[per_method[m][lay].heatmap[0] for m in sweep] for lay in layers],
+                out / "layers_x_methods.png", title=f"stage layers × methods, target = {names[cat_cls]}")
     summary["figures"] = sorted(p.name for p in out.glob("*.png"))
     write_text_atomic(out / "demo.json", json.dumps(summary, indent=2))
     click.echo(f"wrote {len(summary['figures'])} figures to {out}/")

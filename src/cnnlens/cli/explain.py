@@ -111,24 +111,37 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
 @click.option("--weights", type=str, default=None, help="Local state-dict file.")
 @click.option("--all", "show_all", is_flag=True, help="Also list modules without a spatial output.")
 def layers_cmd(model_name, weights, show_all):
-    """List a model's layers with output shapes; marks the default CAM layer (*) and the block layers (B, SISE).
+    """List a model's layers: output shape, stride, stage (spatial resolution), block, and whether the output has
+    passed an activation; marks the default CAM layer (*), the block layers (B: layer='blocks', SISE) and the stage
+    layers (S: layer='stages').
 
     \b
+    output: activation      passed a non-linearity (ReLU, ReLU6, SiLU, GELU, Hardswish, fused BN+activation, ...)
+            pre-activation  linear, but only per-channel ops (BatchNorm, sums, pooling) lead to an activation
+            linear          linear, and the next op mixes channels (a linear bottleneck), or nothing follows
     Example:
       cnnlens layers --model resnet50
     """
-    from ..models.layers import block_layers, default_layer, trace_layers
+    from ..models.layers import block_layers, report_from_records, stage_layers, trace_layers
     model, print_warnings = load_model_quietly(model_name, weights, "cpu", defer=True)
     recs = trace_layers(model)
+    report = report_from_records(model, recs)
+    blocks, stages = block_layers(model, recs), set(stage_layers(model, recs))
     print_warnings()
-    default, blocks = default_layer(model, recs), set(block_layers(model, recs))
-    click.echo("mark  layer                                    type                      output shape   calls")
-    for r in sorted(recs, key=lambda r: r.start):
-        if not show_all and not r.spatial:
+    default = blocks[-1]
+    order = {r.name: r.start for r in recs}
+    click.echo(f"{'mark':5} {'layer':36} {'type':22} {'output shape':16} {'stride':>6} {'stage':>5}  "
+               f"{'block':20} {'output':15} calls")
+    for r in sorted(report, key=lambda r: order.get(r.name, 0)):
+        spatial = len(r.shape) == 3 and r.shape[1] * r.shape[2] > 1
+        if not show_all and not spatial:
             continue
-        mark = ("*" if r.name == default else " ") + ("B" if r.name in blocks else " ")
-        click.echo(f"{mark:5} {r.name:40} {r.type:25} {str(r.shape):14} {r.calls}")
-    click.echo("* default CAM layer   B last layer of a block (SISE, layer='blocks')   calls>1: reused module")
+        mark = ("*" if r.name == default else " ") + ("B" if r.name in blocks else " ") + \
+            ("S" if r.name in stages else " ")
+        click.echo(f"{mark:5} {r.name:36} {r.type:22} {str(r.shape):16} {r.stride or '':>6} {r.stage or '':>5}  "
+                   f"{r.block or '':20} {r.activation:15} {r.calls}")
+    click.echo("* default CAM layer   B block layer (layer='blocks', SISE)   S stage layer (layer='stages')   "
+               "calls>1: reused module")
 
 
 @main.command("methods")

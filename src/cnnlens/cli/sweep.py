@@ -18,7 +18,8 @@ from ._common import check_device, load_model_quietly, parse_target
 @click.option("--methods", default="relevance-cam,grad-cam", show_default=True,
               help="Comma-separated layer methods (columns).")
 @click.option("--layers", default="blocks", show_default=True,
-              help="Comma-separated module names (rows), or 'blocks' for the last layer of every block.")
+              help="Comma-separated module names (rows), 'blocks' (one layer per block) or 'stages' (one "
+                   "post-activation layer per resolution); `cnnlens layers` lists them.")
 @click.option("--target", default=None, help="Class index or name (default: top-1).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
@@ -37,7 +38,7 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
     from ..data.images import load_image
     from ..methods import get_method
     from ..models.preprocessing import unnormalize
-    from ..viz import grid_figure, write_text_atomic
+    from ..viz import grid_figure, layer_label, write_text_atomic
 
     device = check_device(device)
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
@@ -46,7 +47,8 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
     for m in method_list:
         if get_method(m).layers != "single":
             raise MethodError(f"method {m!r} does not take a layer, so it cannot be swept over layers")
-    layer_arg = "blocks" if layers.strip() == "blocks" else [s.strip() for s in layers.split(",") if s.strip()]
+    layer_arg = layers.strip() if layers.strip() in ("blocks", "stages") else \
+        [s.strip() for s in layers.split(",") if s.strip()]
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
     x = load_image(image, model)
     tgt = parse_target(target)
@@ -60,7 +62,8 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(image).stem) or "image"
     out = Path(out_dir)
     img = unnormalize(x, model)[0]
-    png = grid_figure([img], rows, method_list, [[per_method[m][r].heatmap[0] for m in method_list] for r in rows],
+    strides = {r.name: r.stride for r in cnnlens.explainable_layers(model, x)}
+    png = grid_figure([img], [layer_label(r, strides.get(r)) for r in rows], method_list, [[per_method[m][r].heatmap[0] for m in method_list] for r in rows],
                       out / f"sweep_{stem}.png", signed=[[per_method[m][r].signed for m in method_list] for r in rows],
                       title=f"{model_name}: target {label}")
     write_text_atomic(out / f"sweep_{stem}.json", json.dumps(

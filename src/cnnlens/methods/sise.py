@@ -2,7 +2,8 @@
 
 Four phases, all batched on the input's device:
 
-1. **Layers**: the last layer of each convolutional block (``models.layers.block_layers``), or the names given.
+1. **Layers**: one layer per convolutional block (``models.layers.block_layers``: the block's last layer, or its
+   deepest post-activation layer where the block ends in a linear bottleneck), or the names given.
 2. **Feature-map selection** (Eq. 6-7): α_k = mean_λ ∂Ψ/∂A_k(λ) from one forward and one ``autograd.grad`` to all
    layers; keep k ⇔ α_k > µ·max_j α_j (strict). Ada-SISE (arXiv 2102.07799) replaces µ by an Otsu threshold on
    α/max α over the positive α. Kept maps that are constant give an all-zero mask of weight 0 and are skipped.

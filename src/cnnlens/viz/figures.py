@@ -94,6 +94,11 @@ def overlay_figure(image: np.ndarray, heatmap, path: str | os.PathLike, *, signe
     return save_figure(fig, path)
 
 
+def layer_label(name: str, stride: int | None = None) -> str:
+    """A layers × methods row label: the layer's name and, when known, its stride (input size / map size)."""
+    return name if stride is None else f"{name}\nstride {stride}"
+
+
 def grid_figure(images: Sequence[np.ndarray], rows: Sequence[str], cols: Sequence[str], cells, path,
                 *, signed=None, title: str | None = None, show_input: bool = True, alpha: float = 0.5) -> Path:
     """A grid with one row per entry of ``rows`` and one column per ``cols``; ``cells[r][c]`` is a heatmap (H,W) or
