@@ -8,7 +8,7 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import check_device, load_model_quietly, parse_target
+from ._common import check_device, load_model_quietly, parse_target, read_images
 
 
 @main.command("sweep")
@@ -33,13 +33,14 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
       cnnlens sweep cat.jpg --model resnet50 --weights r50.pth --layers layer1,layer2,layer3,layer4 \\
           --methods relevance-cam,grad-cam,grad-cam++,score-cam --out sweep/
     """
+    device = check_device(device)                 # options and the image are checked before torch is loaded
+    rgb = read_images([image])[0]
     import cnnlens
     from ..data.images import load_image
     from ..methods import get_method
     from ..models.preprocessing import unnormalize
     from ..viz import grid_figure, write_text_atomic
 
-    device = check_device(device)
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     if not method_list:
         raise InputError("--methods is empty")
@@ -48,7 +49,7 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
             raise MethodError(f"method {m!r} does not take a layer, so it cannot be swept over layers")
     layer_arg = "blocks" if layers.strip() == "blocks" else [s.strip() for s in layers.split(",") if s.strip()]
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
-    x = load_image(image, model)
+    x = load_image(rgb, model)
     tgt = parse_target(target)
     per_method = {m: cnnlens.explain(model, x, m, target=tgt, layer=layer_arg) for m in method_list}
     print_warnings()
