@@ -6,8 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 # The torch-free part (paths, PIL, numpy → RGB arrays) lives in cnnlens.image_files; re-exported here.
+from ..errors import InputError
 from ..image_files import (MAX_IMAGE_PIXELS, SAMPLE_IMAGES, load_rgb, read_image_file, sample_image,  # noqa: F401
                            to_rgb_array)
+
+#: Longest side ÷ shortest side that resize-and-crop accepts.
+MAX_ASPECT_RATIO = 64
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -22,7 +26,13 @@ def load_image(source: Any, model: nn.Module | None = None, *, size: int | tuple
     "motorcycle_left", "camera"). Grayscale, RGBA, palette and 16-bit images are converted to RGB.
     """
     from ..models.preprocessing import preprocess
-    x = preprocess(load_rgb(source), model, size=size, crop=crop)
+    rgb = load_rgb(source)
+    h, w = rgb.shape[:2]
+    if crop and max(h, w) > MAX_ASPECT_RATIO * min(h, w):
+        # resize-and-crop scales the short side to the input size: the long side would explode
+        raise InputError(f"the picture is {w}×{h}, too elongated to resize and centre-crop (aspect ratio over "
+                         f"{MAX_ASPECT_RATIO}:1); load it with crop=False (CLI: --no-crop) to resize it whole")
+    x = preprocess(rgb, model, size=size, crop=crop)
     if device is None and model is not None:
         from .._state import model_device
         device = model_device(model)
