@@ -61,7 +61,7 @@ class AdaptiveChunks:
         if chunk < 1:
             raise InputError(f"chunk size must be positive, got {chunk}")
         self.total = int(total)
-        self.chunk = int(chunk)
+        self.chunk = min(int(chunk), self.total) if self.total > 0 else int(chunk)
         self.halvings = 0
         self.desc = desc
         self.progress = progress
