@@ -5,7 +5,6 @@ Used by the perturbation methods (Score-CAM, SISE, RISE) and the perturbation me
 """
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Callable, TypeVar
 
@@ -43,7 +42,7 @@ def check_max_batch(max_batch) -> int | None:
 
 
 def _free_cached_memory() -> None:
-    gc.collect()
+    """Return the failed chunk's cached blocks to the device (its tensors are gone once the exception is)."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
