@@ -169,7 +169,7 @@ def test_model_lock_is_reentrant_and_weak():
     import gc
     import weakref
     model = _tiny()
-    lock = model_lock(model)
+    lock = cnnlens.model_lock(model)
     assert model_lock(model) is lock
     with lock:
         cnnlens.explain(model, torch.randn(1, 3, 24, 24), "grad-cam", layer="layer2")   # same thread: no deadlock

@@ -26,12 +26,14 @@ _LAZY = {
     "block_layers": "models.layers", "default_layer": "models.layers", "explainable_layers": "models.layers",
     "load_model": "models.zoo", "ModelInfo": "models.zoo", "MODEL_NAMES": "models.zoo",
     "load_image": "data.images",
+    "model_lock": "_state",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .api import METHODS, Explanation, explain, method_options, validate_input
     from .data.images import load_image
     from .models.layers import block_layers, default_layer, explainable_layers
+    from ._state import model_lock
     from .models.zoo import MODEL_NAMES, ModelInfo, load_model
 
 
@@ -52,4 +54,4 @@ def __dir__() -> list[str]:
 
 __all__ = ["METHODS", "CnnlensError", "Explanation", "InputError", "LayerError", "MethodError", "ModelError",
            "TargetError", "UnsupportedOperationError", "WeightsError", "block_layers", "default_layer", "explain",
-           "explainable_layers", "load_image", "load_model", "method_options", "validate_input"]
+           "explainable_layers", "load_image", "load_model", "method_options", "model_lock", "validate_input"]

@@ -10,7 +10,7 @@ from typing import Callable, TypeVar
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, MethodError
 
 log = logging.getLogger("cnnlens")
 
@@ -36,7 +36,6 @@ def check_max_batch(max_batch) -> int | None:
     if isinstance(max_batch, str) and max_batch.strip().isdigit():
         max_batch = int(max_batch)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        from .errors import MethodError
         raise MethodError(f"option max_batch must be None or a positive integer, got {max_batch!r}")
     return max_batch
 
