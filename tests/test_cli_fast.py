@@ -64,6 +64,12 @@ def test_top_level_help_lists_every_command_module():
     assert modules == set(where.values()) | set(opaque)
 
 
+def test_method_names_from_sources_match_the_registry():
+    import cnnlens
+    from cnnlens.cli._common import method_names_from_sources
+    assert method_names_from_sources() == set(cnnlens.METHODS)
+
+
 def test_scan_finds_commands_in_a_new_module(tmp_path, monkeypatch):
     """A new command module (as another sub-command would add) is discovered without being imported."""
     import cnnlens.cli as cli
@@ -86,6 +92,10 @@ def test_scan_finds_commands_in_a_new_module(tmp_path, monkeypatch):
      "--option expects KEY=VALUE"),
     (["explain", ".", "--model", "efficientnet_lite0", "--out", "o"], "is a directory"),
     (["sweep", "missing.jpg", "--model", "efficientnet_lite0", "--out", "o"], "image file not found"),
+    (["explain", "chelsea", "--model", "efficientnet_lite0", "--method", "grad-cm", "--out", "o"],
+     "unknown method 'grad-cm'. Did you mean"),
+    (["sweep", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,nope", "--out", "o"],
+     "unknown method 'nope'"),
     (["explain", "--model", "efficientnet_lite0", "--out", "o"], "Missing argument"),
 ])
 def test_argument_errors_before_torch(tmp_path, args, message):

@@ -53,6 +53,33 @@ def check_device(device: str) -> str:
     return device
 
 
+def method_names_from_sources() -> set[str]:
+    """The method names registered by ``cnnlens/methods/*.py`` (``@register("name", ...)``), read from the sources
+    without importing them (no torch)."""
+    import ast
+    from pathlib import Path
+    names: set[str] = set()
+    for path in (Path(__file__).resolve().parents[1] / "methods").glob("*.py"):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "register" \
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+    return names
+
+
+def check_method_names(methods) -> None:
+    """Unknown method names → one-line MethodError before torch is loaded (the registry re-checks later)."""
+    from ..errors import MethodError, suggest
+    known = method_names_from_sources()
+    for name in methods:
+        if known and name not in known:
+            raise MethodError(f"unknown method {name!r}.{suggest(name, known)} Available: {', '.join(sorted(known))}")
+
+
 def read_images(sources) -> list:
     """Decode every image argument (path or sample name) to a uint8 RGB array before torch is loaded: a missing,
     corrupt, truncated or oversized file (decompression bomb) stops the command with one line, nothing written."""
@@ -92,5 +119,5 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
 
 
-__all__ = ["CnnlensError", "check_device", "load_model_quietly", "parse_option_values", "parse_target", "progress",
+__all__ = ["CnnlensError", "check_device", "check_method_names", "load_model_quietly", "parse_option_values", "parse_target", "progress",
            "read_images"]

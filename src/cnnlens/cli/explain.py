@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from . import main
-from ._common import check_device, load_model_quietly, parse_option_values, parse_target, progress, read_images
+from ._common import (check_device, check_method_names, load_model_quietly, parse_option_values, parse_target, progress,
+                      read_images)
 
 
 def _safe_stem(path: str, index: int, seen: set[str]) -> str:
@@ -44,6 +45,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
     """
     device = check_device(device)                 # options and every image are checked before torch is loaded
     opts = parse_option_values(options)
+    check_method_names([method])
     rgbs = read_images(images)
     import torch
 

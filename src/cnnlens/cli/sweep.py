@@ -8,7 +8,7 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import check_device, load_model_quietly, parse_target, read_images
+from ._common import check_device, check_method_names, load_model_quietly, parse_target, read_images
 
 
 @main.command("sweep")
@@ -34,6 +34,7 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
           --methods relevance-cam,grad-cam,grad-cam++,score-cam --out sweep/
     """
     device = check_device(device)                 # options and the image are checked before torch is loaded
+    check_method_names([m.strip() for m in methods.split(",") if m.strip()])
     rgb = read_images([image])[0]
     import cnnlens
     from ..data.images import load_image
