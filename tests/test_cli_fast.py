@@ -44,11 +44,19 @@ def test_lazy_public_names_still_work():
 
 
 @pytest.mark.parametrize("args", [["--help"], ["explain", "--help"], ["sweep", "--help"], ["demo", "--help"],
-                                  ["layers", "--help"], ["evaluate", "--help"]])
+                                  ["layers", "--help"]])
 def test_help_without_torch(args):
     r = _cli_without_torch(*args)
     assert r.returncode == 0, r.stderr
     assert "Usage: cnnlens" in r.stdout
+
+
+def test_every_command_loads_on_demand():
+    """Each command's own help works through the on-demand import (whatever its module imports at the top)."""
+    from cnnlens.cli import _scan_commands
+    for name in sorted(_scan_commands()[0]):
+        r = _run(CLI, name, "--help")
+        assert r.returncode == 0 and f"Usage: cnnlens {name}" in r.stdout, (name, r.stderr)
 
 
 def test_top_level_help_lists_every_command_module():
