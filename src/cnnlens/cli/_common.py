@@ -119,5 +119,5 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
 
 
-__all__ = ["CnnlensError", "check_device", "check_method_names", "load_model_quietly", "parse_option_values", "parse_target", "progress",
-           "read_images"]
+__all__ = ["CnnlensError", "check_device", "check_method_names", "load_model_quietly", "parse_option_values",
+           "parse_target", "progress", "read_images"]

@@ -161,9 +161,9 @@ def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, s
     with torch.inference_mode():
         run.run(step, commit)
     raw = (sal / (total * p)).reshape(n, *size).float()
-    extras = {"n_masks": total, "chunk": run.chunk, "chunk_halvings": run.halvings, "options": {"cells": cells, "p": p, "seed": seed, "mask_upsample": mask_upsample,
-                                            "mask_space": mask_space, "score": score, "precision": precision,
-                                            "fixed_masks": masks is not None,
-                                            "normalisation_known": norm is not None}}
+    extras = {"n_masks": total, "chunk": run.chunk, "chunk_halvings": run.halvings,
+              "options": {"cells": cells, "p": p, "seed": seed, "mask_upsample": mask_upsample,
+                          "mask_space": mask_space, "score": score, "precision": precision,
+                          "fixed_masks": masks is not None, "normalisation_known": norm is not None}}
     return MethodOutput(maps={None: MapResult(raw=raw, heatmap=minmax(raw), extras=extras)}, targets=targets,
                         logits=logits.clone())
