@@ -203,7 +203,7 @@ def _cli_explains(good: dict, names: list[str], out: Path, model) -> None:
 @pytest.mark.timeout(120)
 def test_cli_explains_odd_images_correctly(corpus, tmp_path, lite0):
     _, good = corpus
-    _cli_explains(good, ["cmyk.jpg", "gray16.png", "one_pixel.png"], tmp_path / "out", lite0)
+    _cli_explains(good, ["cmyk.jpg", "one_pixel.png"], tmp_path / "out", lite0)    # all of them: the slow test
 
 
 @pytest.mark.slow
