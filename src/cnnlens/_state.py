@@ -1,7 +1,15 @@
-"""Leave the user's model exactly as it was: eval mode during a call, flags and hooks restored afterwards."""
+"""Leave the user's model exactly as it was: eval mode during a call, flags and hooks restored afterwards.
+
+Thread safety: everything in cnnlens that hooks a model or changes its flags runs inside :func:`preserved`, which holds
+the model's own re-entrant lock (:func:`model_lock`) for the whole block. Calls on one model from several threads
+therefore run one after the other (each gets exactly the result it would get alone); calls on different models do
+not wait for each other.
+"""
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from typing import Iterator
 
 import torch
@@ -18,12 +26,38 @@ def _hook_counts(model: nn.Module) -> dict[int, tuple[int, ...]]:
     return counts
 
 
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``model`` (one per model object, held weakly: it goes away with the model).
+
+    Hold it to keep cnnlens from hooking or switching ``model`` from another thread meanwhile::
+
+        with cnnlens._state.model_lock(model):
+            ...
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 @contextlib.contextmanager
 def preserved(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Module]:
     """Run a block with ``model`` in eval mode; restore every ``training`` and ``requires_grad`` flag on exit.
 
-    Also asserts (on success) that no hook was left behind. Nothing here changes parameter values.
+    Holds the model's lock (:func:`model_lock`) for the whole block, so concurrent calls on one model cannot see each
+    other's hooks or flags. Also asserts (on success) that no hook was left behind. Nothing here changes parameter
+    values.
     """
+    with model_lock(model):
+        yield from _preserved(model, eval_mode)
+
+
+def _preserved(model: nn.Module, eval_mode: bool) -> Iterator[nn.Module]:
     training = {m: m.training for m in model.modules()}
     requires_grad = {p: p.requires_grad for p in model.parameters()}
     hooks_before = _hook_counts(model)

@@ -8,7 +8,8 @@
 * If a captured output does not require grad (frozen parameters, plain input), it is made a leaf
   (``detach().requires_grad_()``) so that ``torch.autograd.grad(score, activations)`` stops exactly there. Outputs that
   already require grad are left in the graph, so a backward to several layers is one backward to the shallowest.
-* Hooks live only inside the ``with`` block; they are removed on exit, also on error.
+* Hooks live only inside the ``with`` block; they are removed on exit, also on error. The block holds the model's
+  lock (``_state.model_lock``), so another thread's cnnlens call cannot run the model meanwhile and fire these hooks.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ._state import model_lock
 from .errors import LayerError, suggest
 
 
@@ -56,6 +58,7 @@ class LayerCapture:
         self._versions: dict[str, int] = {}
         self._calls: dict[str, int] = {}
         self._handles: list = []
+        self._lock = None
 
     def _wanted_call(self, name: str) -> int | None:
         if self.call_index is None:
@@ -96,6 +99,9 @@ class LayerCapture:
         self._calls.clear()
 
     def __enter__(self) -> "LayerCapture":
+        lock = model_lock(self.model)
+        lock.acquire()
+        self._lock = lock
         try:
             for name, module in self.modules.items():
                 self._handles.append(module.register_forward_hook(self._make_hook(name)))
@@ -111,6 +117,9 @@ class LayerCapture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def check(self) -> dict[str, torch.Tensor]:
         """Verify every layer fired once and nothing was modified in place; return the activations."""

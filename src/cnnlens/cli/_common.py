@@ -35,12 +35,63 @@ def parse_target(value: str | None):
 
 
 def check_device(device: str) -> str:
-    import torch
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    """Validate --device; torch is imported only to ask whether CUDA / MPS is there (not for "cpu")."""
+    if not (device == "cpu" or device == "mps" or device == "cuda"
+            or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise InputError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device == "mps":
+        import torch
+        if not torch.backends.mps.is_available():
+            raise InputError("--device mps: MPS is not available on this machine")
     return device
+
+
+def method_names_from_sources() -> set[str]:
+    """The method names registered by ``cnnlens/methods/*.py`` (``@register("name", ...)``), read from the sources
+    without importing them (no torch)."""
+    import ast
+    from pathlib import Path
+    names: set[str] = set()
+    for path in (Path(__file__).resolve().parents[1] / "methods").glob("*.py"):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "register" \
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+    return names
+
+
+def check_method_names(methods) -> None:
+    """Unknown method names → one-line MethodError before torch is loaded (the registry re-checks later)."""
+    from ..errors import MethodError, suggest
+    known = method_names_from_sources()
+    for name in methods:
+        if known and name not in known:
+            raise MethodError(f"unknown method {name!r}.{suggest(name, known)} Available: {', '.join(sorted(known))}")
+
+
+def read_images(sources) -> list:
+    """Decode every image argument (path or sample name) to a uint8 RGB array before torch is loaded: a missing,
+    corrupt, truncated or oversized file (decompression bomb) stops the command with one line, nothing written."""
+    from ..image_files import check_image_source, load_rgb
+    for src in sources:                            # every path first: a missing file costs no decoding
+        check_image_source(src)
+    arrays = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # PIL's DecompressionBombWarning: refused with an error below
+        for src in sources:
+            arrays.append(load_rgb(src))
+    return arrays
 
 
 def load_model_quietly(name: str, weights: str | None, device: str, defer: bool = False):
@@ -68,4 +119,5 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
 
 
-__all__ = ["CnnlensError", "check_device", "load_model_quietly", "parse_option_values", "parse_target", "progress"]
+__all__ = ["CnnlensError", "check_device", "check_method_names", "load_model_quietly", "parse_option_values",
+           "parse_target", "progress", "read_images"]

@@ -30,6 +30,7 @@ def demo_cmd(out_dir, device):
     Example:
       cnnlens demo --out demo/
     """
+    device = check_device(device)                 # checked before torch is loaded
     import torch
 
     import cnnlens
@@ -39,7 +40,6 @@ def demo_cmd(out_dir, device):
     from ..models.preprocessing import unnormalize
     from ..viz import grid_figure, layer_label, write_text_atomic
 
-    device = check_device(device)
     model = load_model_quietly("efficientnet_lite0", None, device)
     names = model.cnnlens_meta.class_names
     available = all_methods()

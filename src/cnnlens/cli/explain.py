@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from . import main
-from ._common import check_device, load_model_quietly, parse_option_values, parse_target, progress
+from ._common import (check_device, check_method_names, load_model_quietly, parse_option_values, parse_target, progress,
+                      read_images)
 
 
 def _safe_stem(path: str, index: int, seen: set[str]) -> str:
@@ -42,6 +43,10 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
       cnnlens explain cat.jpg --model resnet50 --weights r50.pth --method relevance-cam --layer layer2 --out out/
       cnnlens explain cat.jpg --model vgg16 --weights vgg16.pth --method sglrp --composite dtd --out out/
     """
+    device = check_device(device)                 # options and every image are checked before torch is loaded
+    opts = parse_option_values(options)
+    check_method_names([method])
+    rgbs = read_images(images)
     import torch
 
     import cnnlens
@@ -50,9 +55,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
     from ..models.preprocessing import unnormalize
     from ..viz import grid_figure, overlay_figure, write_text_atomic
 
-    device = check_device(device)
     spec = get_method(method)
-    opts = parse_option_values(options)
     if composite is not None:
         opts["composite"] = composite
     spec.check_options(opts)
@@ -61,7 +64,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
         layer_arg = layers[0] if len(layers) == 1 else list(layers)
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
     # Everything is computed before anything is written: a failure leaves no partial output.
-    xs = [load_image(src, model, crop=not no_crop) for src in images]
+    xs = [load_image(rgb, model, crop=not no_crop) for rgb in rgbs]
     tgt = parse_target(target)
     results = []
     for src, x in progress(zip(images, xs), len(xs), method, len(xs) > 1):

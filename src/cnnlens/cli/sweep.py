@@ -8,7 +8,7 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import check_device, load_model_quietly, parse_target
+from ._common import check_device, check_method_names, load_model_quietly, parse_target, read_images
 
 
 @main.command("sweep")
@@ -34,13 +34,15 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
       cnnlens sweep cat.jpg --model resnet50 --weights r50.pth --layers layer1,layer2,layer3,layer4 \\
           --methods relevance-cam,grad-cam,grad-cam++,score-cam --out sweep/
     """
+    device = check_device(device)                 # options and the image are checked before torch is loaded
+    check_method_names([m.strip() for m in methods.split(",") if m.strip()])
+    rgb = read_images([image])[0]
     import cnnlens
     from ..data.images import load_image
     from ..methods import get_method
     from ..models.preprocessing import unnormalize
     from ..viz import grid_figure, layer_label, write_text_atomic
 
-    device = check_device(device)
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     if not method_list:
         raise InputError("--methods is empty")
@@ -50,7 +52,7 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
     layer_arg = layers.strip() if layers.strip() in ("blocks", "stages") else \
         [s.strip() for s in layers.split(",") if s.strip()]
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
-    x = load_image(image, model)
+    x = load_image(rgb, model)
     tgt = parse_target(target)
     per_method = {m: cnnlens.explain(model, x, m, target=tgt, layer=layer_arg) for m in method_list}
     print_warnings()

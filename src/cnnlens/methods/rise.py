@@ -13,10 +13,11 @@ from typing import Sequence
 
 import torch
 
+from .._batching import AdaptiveChunks, check_max_batch
 from ..errors import MethodError
 from ..ops import minmax
 from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_number,
-                       check_positive_int, chunks, input_normalisation, progress_bar, score_of)
+                       check_positive_int, input_normalisation, score_of)
 from .registry import MapResult, MethodOutput, Request, register
 
 UPSAMPLES = ("rise", "torchray")
@@ -89,7 +90,7 @@ def build_masks(grids: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, rows: t
 def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, seed: int = 0, batch_size: int = 64,
          mask_upsample: str = "rise", mask_space: str = "normalized", score: str = "probability",
          masks: torch.Tensor | None = None, precision: str = "fp32", mean: Sequence[float] | None = None,
-         std: Sequence[float] | None = None) -> MethodOutput:
+         std: Sequence[float] | None = None, max_batch: int | None = None) -> MethodOutput:
     """RISE saliency for each sample's target class.
 
     n_masks: N. cells: s, grid cells per side (cell size c = ⌈H/s⌉). p: keep probability of a cell. seed: generator
@@ -98,11 +99,14 @@ def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, s
     tensor) | "raw" (mask the de-normalised image: black; the SISE reference's RISE). score: "probability" (softmax)
     | "sigmoid" | "logit". masks: fixed (M,H,W) masks in [0,1] instead of random ones (n_masks/cells/seed unused).
     batch_size: masked images per forward. precision: "fp32" | "fp16" | "bf16" autocast for the masked forwards.
+    max_batch: cap on the images per forward (memory); on an out-of-memory error the chunk is halved and retried
+    (same result). Extras: ``chunk`` (masks per forward in the end, each for all N samples), ``chunk_halvings``.
     """
     check_choice("mask_upsample", mask_upsample, UPSAMPLES)
     check_choice("mask_space", mask_space, MASK_SPACES)
     check_choice("score", score, SCORES)
     batch_size = check_positive_int("batch_size", batch_size)
+    max_batch = check_max_batch(max_batch)
     p = check_number("p", p)
     if not 0.0 < p <= 1.0:
         raise MethodError(f"option p must be in (0, 1], got {p!r}")
@@ -134,26 +138,32 @@ def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, s
         cols = upsample_matrix(cells, cell[1], size[1], mask_upsample).float().to(x.device)
         grids, dy, dx = random_grids(total, cells, p, seed, x.device, cell)
 
-    per_batch = max(1, batch_size // n)
+    per_batch = max(1, min(batch_size, max_batch or batch_size) // n)
     acc_dtype = torch.float32 if x.device.type == "mps" else torch.float64
     sal = torch.zeros(n, size[0] * size[1], dtype=acc_dtype, device=x.device)
-    batches = chunks(total, per_batch)
+
+    def step(start: int, stop: int) -> torch.Tensor:
+        if masks is not None:
+            m = fixed[start:stop]
+        else:
+            m = build_masks(grids[start:stop], dy[start:stop], dx[start:stop], rows, cols, size)
+        b = m.shape[0]
+        inputs = apply_masks(x.repeat_interleave(b, dim=0), m.repeat(n, 1, 1), mask_space, norm)
+        with amp:
+            out = model(inputs)
+        s = score_of(out, score).gather(1, targets.repeat_interleave(b)[:, None]).reshape(n, b)
+        return s.to(acc_dtype) @ m.reshape(b, -1).to(acc_dtype)
+
+    def commit(start: int, stop: int, part: torch.Tensor) -> None:
+        sal.add_(part)
+
+    run = AdaptiveChunks(total, per_batch, desc="RISE", progress=req.progress, unit="mask")
     with torch.inference_mode():
-        for start, stop in progress_bar(batches, len(batches), req.progress, "RISE"):
-            if masks is not None:
-                m = fixed[start:stop]
-            else:
-                m = build_masks(grids[start:stop], dy[start:stop], dx[start:stop], rows, cols, size)
-            b = m.shape[0]
-            inputs = apply_masks(x.repeat_interleave(b, dim=0), m.repeat(n, 1, 1), mask_space, norm)
-            with amp:
-                out = model(inputs)
-            s = score_of(out, score).gather(1, targets.repeat_interleave(b)[:, None]).reshape(n, b)
-            sal += s.to(acc_dtype) @ m.reshape(b, -1).to(acc_dtype)
+        run.run(step, commit)
     raw = (sal / (total * p)).reshape(n, *size).float()
-    extras = {"n_masks": total, "options": {"cells": cells, "p": p, "seed": seed, "mask_upsample": mask_upsample,
-                                            "mask_space": mask_space, "score": score, "precision": precision,
-                                            "fixed_masks": masks is not None,
-                                            "normalisation_known": norm is not None}}
+    extras = {"n_masks": total, "chunk": run.chunk, "chunk_halvings": run.halvings,
+              "options": {"cells": cells, "p": p, "seed": seed, "mask_upsample": mask_upsample,
+                          "mask_space": mask_space, "score": score, "precision": precision,
+                          "fixed_masks": masks is not None, "normalisation_known": norm is not None}}
     return MethodOutput(maps={None: MapResult(raw=raw, heatmap=minmax(raw), extras=extras)}, targets=targets,
                         logits=logits.clone())

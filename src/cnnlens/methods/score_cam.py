@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._batching import AdaptiveChunks, check_max_batch, is_out_of_memory
 from ..capture import LayerCapture
 from ..errors import LayerError, MethodError
 from ..ops import display_map, minmax
@@ -53,7 +54,7 @@ def _scores(logits: torch.Tensor, targets: torch.Tensor, variant: str) -> torch.
 def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", mask_space: str = "normalized",
               batch_size: int | None = None, relu: bool = True, normalize: str | None = None,
               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-              memory_format: str = "auto", fast_forward: bool = True) -> MethodOutput:
+              memory_format: str = "auto", fast_forward: bool = True, max_batch: int | None = None) -> MethodOutput:
     """Score-CAM at every requested layer (one capturing forward, then the masked forwards of each layer).
 
     variant: "paper" (default, the official code d312f14): masks = min-max(Up(A_k)), bilinear align_corners=False;
@@ -90,6 +91,8 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
       model; silently uses the plain model when the rewrite does not apply (a module in training mode or with hooks,
       an untraceable forward, not float32/float64, no Conv2d) or when the rewrite's logits on ``x`` differ from the
       model's. False: always the plain model.
+    max_batch: cap on the masked inputs per forward (memory); on an out-of-memory error the chunk is halved and
+      retried (same result; extras ``chunk``, ``chunk_halvings``).
     The returned ``raw`` is the low-resolution map Σ_k w_k A_k (ReLU'd when relu=True); extras["channel_scores"] holds
     the (N,K) weights per layer (0 for skipped channels under "paper").
     """
@@ -103,6 +106,9 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
         raise MethodError(f"batch_size must be None or a positive integer, got {batch_size!r}")
     if batch_size is None:
         batch_size = default_chunk(req.x.shape[-2] * req.x.shape[-1])
+    max_batch = check_max_batch(max_batch)
+    if max_batch is not None:
+        batch_size = min(batch_size, max_batch)
     if memory_format not in ("auto", "channels_last", "contiguous"):
         raise MethodError(f"memory_format must be 'auto', 'channels_last' or 'contiguous', got {memory_format!r}")
     if not isinstance(fast_forward, bool):
@@ -179,7 +185,9 @@ class _MaskedForward:
                 if self.mode != "contiguous" and inputs.dim() == 4:
                     return self.plan(inputs.contiguous(memory_format=torch.channels_last))
                 return self.plan(inputs)
-            except RuntimeError:
+            except RuntimeError as err:
+                if is_out_of_memory(err):                       # the chunk is halved by the caller
+                    raise
                 self.plan = None
         if self.mode == "contiguous" or inputs.dim() != 4:
             return self.model(inputs)
@@ -188,7 +196,9 @@ class _MaskedForward:
             return self.model(cl)
         try:
             return self.model(cl)
-        except RuntimeError:
+        except RuntimeError as err:
+            if is_out_of_memory(err):
+                raise
             self.mode = "contiguous"
             return self.model(inputs.contiguous())
 
@@ -341,18 +351,16 @@ def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline
     linear = model.linear_stem(a, pairs, affine, size, align) if isinstance(model, _MaskedForward) else None
     b_host = pairs[:, 0].tolist() if linear is not None else None
     n_linear = pairs.shape[0]
-    chunks = [(start, min(start + batch_size, n_linear)) for start in range(0, n_linear, batch_size)]
     pairs = torch.cat([pairs, explicit])                                # explicit masks: never the linear stem
-    chunks += [(start, min(start + batch_size, pairs.shape[0])) for start in range(n_linear, pairs.shape[0], batch_size)]
-    if progress:
-        from tqdm.auto import tqdm
-        chunks = tqdm(chunks, desc=f"score-cam {name}", unit="chunk")
-    for start, end in chunks:
+
+    def step(start: int, end: int) -> None:
+        """Score the pairs start..end (repeatable: a retry overwrites the same entries of ``scores``)."""
+        nonlocal linear
         b_idx, k_idx = pairs[start:end].unbind(1)
         if start >= n_linear:                                           # the "gc" noise masks, as they are
             s = _scores(model(masked(b_idx, noise_masks[start - n_linear:end - n_linear])), targets[b_idx], variant)
             scores[b_idx, k_idx] = s
-            continue
+            return
         up = F.interpolate(a[b_idx, k_idx][:, None], size=size, mode="bilinear", align_corners=align)
         lo = up.amin(dim=(2, 3), keepdim=True)
         hi = up.amax(dim=(2, 3), keepdim=True)
@@ -367,7 +375,9 @@ def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline
             try:
                 logits = linear(b_idx, b_host[start:end], a[b_idx, k_idx].reshape(len(b_idx), -1),
                                 alpha, -lo.reshape(-1) * alpha)
-            except RuntimeError:                                 # e.g. the tail rejects the channels_last layout
+            except RuntimeError as err:                          # e.g. the tail rejects the channels_last layout
+                if is_out_of_memory(err):
+                    raise
                 linear = None
         if logits is None:
             if variant == "gc":
@@ -383,6 +393,13 @@ def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline
             if baseline == "subtract":
                 s = s - base_scores[b_idx] * (hi > lo).reshape(-1)
         scores[b_idx, k_idx] = s
+
+    # the linear-stem pairs, then the explicit masks; a chunk halved in the first part stays halved in the second
+    first = AdaptiveChunks(n_linear, batch_size, desc=f"score-cam {name}", progress=progress, unit="mask")
+    first.run(step)
+    second = AdaptiveChunks(pairs.shape[0] - n_linear, first.chunk, desc=f"score-cam {name}", progress=False)
+    second.run(lambda start, end: step(n_linear + start, n_linear + end))
+    chunk_used, halvings = second.chunk, first.halvings + second.halvings
     if variant == "gc":
         scores = torch.where(varying, scores, base_scores[:, None].expand(n, k))
         weights = scores.softmax(dim=1)
@@ -398,4 +415,5 @@ def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline
     hflat = heatmap.reshape(n, -1)
     constant = hflat.amax(dim=1) == hflat.amin(dim=1)
     return MapResult(raw=raw, heatmap=heatmap,
-                     extras={"constant_map": constant, "channel_scores": weights, "skipped_channels": ~varying})
+                     extras={"constant_map": constant, "channel_scores": weights, "skipped_channels": ~varying,
+                             "chunk": chunk_used, "chunk_halvings": halvings})

@@ -21,12 +21,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .._batching import AdaptiveChunks, check_max_batch
 from ..capture import LayerCapture
 from ..errors import LayerError, MethodError
 from ..models.layers import block_layers, trace_layers
 from ..ops import minmax
 from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_number,
-                       check_positive_int, chunks, input_normalisation, progress_bar, score_of)
+                       check_positive_int, input_normalisation, score_of)
 from .registry import MapResult, MethodOutput, Request, register
 
 EPS_MASK = 1e-6      # per-map min-max ε (reference writes 10e-7)
@@ -191,7 +192,8 @@ def _ordered_layers(req: Request) -> list[str]:
 def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_space: str = "raw",
          fusion: str | None = None, tau: float | None = None, temperature: float = 100.0,
          selection: str = "threshold", interp: str = "bilinear", batch_size: int = 64, precision: str = "fp32",
-         mean: Sequence[float] | None = None, std: Sequence[float] | None = None, mode: str = "paper") -> MethodOutput:
+         mean: Sequence[float] | None = None, std: Sequence[float] | None = None, mode: str = "paper",
+         max_batch: int | None = None) -> MethodOutput:
     """SISE over ``req.layers`` (default: the last layer of each block, ``block_layers``), fused shallow → deep
     (layers are put in execution order).
 
@@ -206,6 +208,8 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     batch_size: masked images per forward. precision: "fp32" | "fp16" | "bf16" (autocast for the masked forwards;
     scores move and gates can flip — compare with an agreement rate).
     mode: "paper" | "reference" (= probability score, raw-image masking, soft-Otsu fusion with τ = 1.5).
+    max_batch: cap on the masked images per forward (memory); on an out-of-memory error the chunk is halved and
+    retried (same result; extras ``chunk``, ``chunk_halvings``).
 
     Extras: per-layer maps ``layer_maps`` (V) and ``layer_maps_raw`` (R, before min-max), ``alpha``, ``selected``,
     ``kept``/``scored`` counts per sample, the masked-image ``scores`` s_k of the ``scored_maps`` ((K,2): sample,
@@ -224,6 +228,7 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     check_choice("selection", selection, SELECTIONS)
     check_choice("interp", interp, INTERPS)
     batch_size = check_positive_int("batch_size", batch_size)
+    max_batch = check_max_batch(max_batch)
     mu = check_number("mu", mu)
     tau = check_number("tau", tau)
     temperature = check_number("temperature", temperature)
@@ -278,29 +283,38 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
     acc_dtype = torch.float32 if x.device.type == "mps" else torch.float64
     acc = torch.zeros(L, n_samples, size[0] * size[1], dtype=acc_dtype, device=x.device)
     scores = torch.zeros(total, dtype=torch.float32, device=x.device)
-    batches = chunks(total, batch_size)
+
+    def step(start: int, stop: int):
+        segments = []
+        for (li, n_idx, k_idx, member), (lo, hi) in zip(items, spans):
+            a, b = max(start, lo), min(stop, hi)
+            if a < b:
+                ni, ki = n_idx[a - lo:b - lo], k_idx[a - lo:b - lo]
+                segments.append((li, ni, member[a - lo:b - lo],
+                                 attribution_masks(acts[layers[li]][ni, ki], size, interp)))
+        m = torch.cat([seg[3] for seg in segments]) if len(segments) > 1 else segments[0][3]
+        ni = torch.cat([seg[1] for seg in segments]) if len(segments) > 1 else segments[0][1]
+        with amp:
+            out = model(apply_masks(x[ni], m, mask_space, norm))
+        psi_all = score_of(out, score)                                      # (B, classes)
+        weights = area_weights(psi_all[:, targets], m.float())             # (B, N): s_k/Σm_k for every sample's class
+        parts, row = [], 0
+        for li, _, member, mk in segments:
+            b = mk.shape[0]
+            w = (weights[row:row + b] * member).to(acc_dtype)               # zero where a sample did not select
+            parts.append((li, w.T @ mk.reshape(b, -1).to(acc_dtype)))
+            row += b
+        return psi_all.gather(1, targets[ni][:, None])[:, 0], parts
+
+    def commit(start: int, stop: int, result) -> None:
+        scores[start:stop] = result[0]
+        for li, part in result[1]:
+            acc[li] += part
+
+    run = AdaptiveChunks(total, min(batch_size, max_batch or batch_size), desc="SISE", progress=req.progress,
+                         unit="mask")
     with torch.inference_mode():
-        for start, stop in progress_bar(batches, len(batches), req.progress, "SISE"):
-            segments = []
-            for (li, n_idx, k_idx, member), (lo, hi) in zip(items, spans):
-                a, b = max(start, lo), min(stop, hi)
-                if a < b:
-                    ni, ki = n_idx[a - lo:b - lo], k_idx[a - lo:b - lo]
-                    segments.append((li, ni, member[a - lo:b - lo],
-                                     attribution_masks(acts[layers[li]][ni, ki], size, interp)))
-            m = torch.cat([seg[3] for seg in segments]) if len(segments) > 1 else segments[0][3]
-            ni = torch.cat([seg[1] for seg in segments]) if len(segments) > 1 else segments[0][1]
-            with amp:
-                out = model(apply_masks(x[ni], m, mask_space, norm))
-            psi_all = score_of(out, score)                                  # (B, classes)
-            scores[start:stop] = psi_all.gather(1, targets[ni][:, None])[:, 0]
-            weights = area_weights(psi_all[:, targets], m.float())         # (B, N): s_k/Σm_k for every sample's class
-            row = 0
-            for li, _, member, mk in segments:
-                b = mk.shape[0]
-                w = (weights[row:row + b] * member).to(acc_dtype)           # zero where a sample did not select
-                acc[li] += w.T @ mk.reshape(b, -1).to(acc_dtype)
-                row += b
+        run.run(step, commit)
 
     raw_maps = acc.reshape(L, n_samples, *size).transpose(0, 1)
     flat = raw_maps.reshape(n_samples * L, -1)
@@ -327,6 +341,8 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
         "fused_layers": {name: present[:, li] for li, name in enumerate(layers)},
         "thresholds": {name: thresholds[:, li] for li, name in enumerate(layers)},
         "n_forwards": total,
+        "chunk": run.chunk,
+        "chunk_halvings": run.halvings,
         "options": {"mu": mu, "selection": selection, "score": score, "mask_space": mask_space, "fusion": fusion,
                     "tau": tau, "temperature": temperature, "interp": interp, "precision": precision,
                     "normalisation_known": norm is not None, "mode": mode},

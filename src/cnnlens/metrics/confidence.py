@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .._batching import check_max_batch
 from .saliency import saliency
 from .scoring import batched_scores, mask_input
 
@@ -58,19 +59,24 @@ def rcam_mask(s: torch.Tensor, keep_fraction: float = 0.5) -> torch.Tensor:
 def confidence_pair(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
                     variant: str = "standard", mask_space: str = "raw", mean: Sequence[float] | None = None,
                     std: Sequence[float] | None = None, score: str = "softmax", keep_fraction: float = 0.5,
-                    base_scores: torch.Tensor | None = None, batch_size: int | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    base_scores: torch.Tensor | None = None, batch_size: int | None = None,
+                    max_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Y, O): Ψ_c of the image and of the image masked by the explanation (one batched forward each).
 
     maps: (N,h,w) explanations (resized to the input and min–max normalised here, §0.1).
     variant: ``"standard"`` (full soft map, §1) or ``"rcam"`` (top-``keep_fraction`` soft map, §2).
     base_scores: Y when already known (the original's forward is shared across methods, §12).
+    batch_size: images per forward (None: all), at most ``max_batch``; on an out-of-memory error the chunk is halved
+    and retried (same values).
     """
     s = saliency(maps, tuple(x.shape[-2:]))
     if variant == "rcam":
         s = rcam_mask(s, keep_fraction)
     elif variant != "standard":
         raise ValueError(f"variant must be 'standard' or 'rcam', got {variant!r}")
+    max_batch = check_max_batch(max_batch)
+    if max_batch is not None:
+        batch_size = min(batch_size or max_batch, max_batch)
     target = target.to(x.device)
     y = batched_scores(model, x, target, score, batch_size) if base_scores is None else base_scores.float()
     o = batched_scores(model, mask_input(x, s.to(x.device), mask_space=mask_space, mean=mean, std=std), target,

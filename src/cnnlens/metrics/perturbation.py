@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._batching import AdaptiveChunks, check_max_batch
 from .._state import preserved
 
 from .saliency import saliency
@@ -83,12 +84,14 @@ def _substrate(x: torch.Tensor, kind: str, mean, std) -> torch.Tensor:
 def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
                         mode: str = "deletion", step: int = 224, substrate: str | None = None,
                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                        score: str = "softmax", batch_size: int = 64) -> torch.Tensor:
+                        score: str = "softmax", batch_size: int = 64, max_batch: int | None = None) -> torch.Tensor:
     """(N, n_steps+1) scores Ψ_c along the deletion or insertion path (§4).
 
     Deletion starts from the image and replaces pixels by ``substrate`` (default ``"zero_normalized"``: zeros of the
     normalised tensor = the mean colour; ``"black"``; ``"blur"``). Insertion starts from ``substrate`` (default
     ``"blur"``: 11×11, σ = 5 in normalised space; or ``"zero_normalized"``) and copies pixels from the image.
+    ``batch_size`` images per forward, at most ``max_batch``; on an out-of-memory error the chunk is halved and
+    retried (same scores).
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
@@ -98,6 +101,10 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, t
         raise ValueError(f"{mode} substrate must be one of {allowed}, got {substrate!r}")
     if not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be a positive integer, got {step!r}")
+    max_batch = check_max_batch(max_batch)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = min(batch_size, max_batch or batch_size)
     n, c, h, w = x.shape
     hw = h * w
     steps = n_steps(hw, step)
@@ -113,8 +120,9 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, t
         total = n * (steps + 1)
         out = torch.empty(total, device=x.device, dtype=torch.float32)
         buf = torch.empty((min(batch_size, total), c, h, w), device=x.device, dtype=x.dtype)
-        for i in range(0, total, batch_size):
-            j = min(i + batch_size, total)
+
+        def chunk(i: int, j: int) -> None:
+            """Scores of the perturbed images i..j−1 into out[i:j] (repeatable: a retry overwrites them)."""
             inp = buf[:j - i]
             # One segment per image in this chunk. Its first perturbed image is built from the pixel ranks; each
             # next one is a copy of the previous with the next `step` pixels (in rank order) changed, so building a
@@ -124,35 +132,39 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, t
             threads = torch.get_num_threads() if x.device.type == "cpu" else 1
             if threads > 1:
                 torch.set_num_threads(1)
-            for a in range(i, j):
-                if a != i and a % (steps + 1) != 0:
-                    continue
-                img = a // (steps + 1)
-                b = min(j, (img + 1) * (steps + 1))
-                k0 = a - img * (steps + 1)
-                first = inp[a - i]
-                changed = (ranks[img] < thresholds[k0]).view(1, h, w)
-                torch.where(changed, finish[img], start[img], out=first)
-                fin_flat = finish[img].reshape(c, hw)
-                for off in range(1, b - a):
-                    k = k0 + off
-                    cur = inp[a - i + off]
-                    cur.copy_(inp[a - i + off - 1])
-                    idx = order[img, thresholds[k - 1]:thresholds[k]]
-                    cur.view(c, hw)[:, idx] = fin_flat[:, idx]
-            if threads > 1:
-                torch.set_num_threads(threads)
+            try:
+                for a in range(i, j):
+                    if a != i and a % (steps + 1) != 0:
+                        continue
+                    img = a // (steps + 1)
+                    b = min(j, (img + 1) * (steps + 1))
+                    k0 = a - img * (steps + 1)
+                    first = inp[a - i]
+                    changed = (ranks[img] < thresholds[k0]).view(1, h, w)
+                    torch.where(changed, finish[img], start[img], out=first)
+                    fin_flat = finish[img].reshape(c, hw)
+                    for off in range(1, b - a):
+                        k = k0 + off
+                        cur = inp[a - i + off]
+                        cur.copy_(inp[a - i + off - 1])
+                        idx = order[img, thresholds[k - 1]:thresholds[k]]
+                        cur.view(c, hw)[:, idx] = fin_flat[:, idx]
+            finally:
+                if threads > 1:
+                    torch.set_num_threads(threads)
             tgt = target.repeat_interleave(steps + 1)[i:j] if n > 1 else target.expand(j - i)
             out[i:j] = class_scores(model(inp), tgt, score)
+
+        AdaptiveChunks(total, batch_size, desc=f"{mode} curve", unit="image").run(chunk)
     return out.view(n, steps + 1)
 
 
 def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
                        step: int = 224, deletion_substrate: str = "zero_normalized",
                        insertion_substrate: str = "blur", mean=None, std=None, score: str = "softmax",
-                       batch_size: int = 64) -> dict[str, torch.Tensor]:
+                       batch_size: int = 64, max_batch: int | None = None) -> dict[str, torch.Tensor]:
     """Both curves and AUCs: {"deletion": (N,), "insertion": (N,), "deletion_curve": (N,K+1), "insertion_curve": ...}."""
-    kw = dict(step=step, mean=mean, std=std, score=score, batch_size=batch_size)
+    kw = dict(step=step, mean=mean, std=std, score=score, batch_size=batch_size, max_batch=max_batch)
     d = perturbation_curves(model, x, maps, target, mode="deletion", substrate=deletion_substrate, **kw)
     i = perturbation_curves(model, x, maps, target, mode="insertion", substrate=insertion_substrate, **kw)
     return {"deletion": auc(d), "insertion": auc(i), "deletion_curve": d, "insertion_curve": i}

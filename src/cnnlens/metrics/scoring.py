@@ -29,15 +29,18 @@ def class_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "softm
 def batched_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: str = "softmax",
                    batch_size: int | None = None) -> torch.Tensor:
     """Ψ_c(model(x)) in chunks of ``batch_size`` (all at once when None); ``target`` has one class per row of x.
-    The model runs in eval mode; its flags are restored afterwards (metrics.md §0.5)."""
-    if batch_size is None or batch_size >= x.shape[0]:
-        with preserved(model), torch.inference_mode():
-            return class_scores(model(x), target, score)
-    out = []
+    The model runs in eval mode; its flags are restored afterwards (metrics.md §0.5). On an out-of-memory error the
+    chunk is halved and retried (same scores)."""
+    from .._batching import AdaptiveChunks
+    total = x.shape[0]
+    out = torch.empty(total, dtype=torch.float32, device=x.device)
+
+    def chunk(i: int, j: int) -> None:
+        out[i:j] = class_scores(model(x[i:j]), target[i:j], score)
+
     with preserved(model), torch.inference_mode():
-        for i in range(0, x.shape[0], batch_size):
-            out.append(class_scores(model(x[i:i + batch_size]), target[i:i + batch_size], score))
-    return torch.cat(out)
+        AdaptiveChunks(total, min(batch_size or total, total) or 1, desc="scores", unit="image").run(chunk)
+    return out
 
 
 def _stats(values: Sequence[float] | torch.Tensor, x: torch.Tensor) -> torch.Tensor:

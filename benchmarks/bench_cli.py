@@ -1,0 +1,60 @@
+"""Start-up cost of the command line (issue 14, item 4): ``cnnlens --help``, ``cnnlens explain --help`` and the error
+about a missing image file, each against ``python -c "import torch, timm"`` measured in the same run (fresh
+interpreters, best of ``--repeat``). Target: every CLI row ≤ 0.3× the torch + timm import.
+
+    python benchmarks/bench_cli.py [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+CLI = "import sys; from cnnlens.cli import main; sys.argv[0] = 'cnnlens'; main()"
+
+
+def best_time(argv: list[str], repeat: int, cwd: str, expect: int) -> float:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=cwd)
+        best = min(best, time.perf_counter() - t0)
+        if r.returncode != expect:
+            raise SystemExit(f"{argv}: exit {r.returncode}, expected {expect}\n{r.stderr}")
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            ("python -c 'import torch, timm'", ["-c", "import torch, timm"], 0),
+            ("cnnlens --help", ["-c", CLI, "--help"], 0),
+            ("cnnlens explain --help", ["-c", CLI, "explain", "--help"], 0),
+            ("cnnlens explain missing.jpg ... (error)",
+             ["-c", CLI, "explain", "missing.jpg", "--model", "efficientnet_lite0", "--out", "out"], 2),
+            ("python -c 'pass'", ["-c", "pass"], 0),
+        ]
+        times = [(name, best_time(argv, args.repeat, tmp, expect)) for name, argv, expect in rows]
+    base = times[0][1]
+    width = max(len(n) for n, _ in times)
+    print(f"CLI start-up, best of {args.repeat} fresh interpreters (target: CLI rows ≤ 0.30× the first row):")
+    worst = 0.0
+    for name, t in times:
+        print(f"  {name:<{width}}  {t:7.3f} s   {t / base:5.2f}×")
+        if name.startswith("cnnlens"):
+            worst = max(worst, t / base)
+    print(f"worst CLI ratio {worst:.2f}× ({'OK' if worst <= 0.3 else 'ABOVE 0.3×'})")
+    sys.exit(0 if worst <= 0.3 else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Peak memory of the masked-forward methods against the number of masks (issue 14, item 2): RISE with few vs many
+masks and Score-CAM with few vs many active channels, each in a fresh subprocess (peak RSS = VmHWM), at a fixed chunk.
+Memory should stay flat: the masks are built chunk by chunk, never all at once. (SISE: bench_sise.py.)
+
+    python benchmarks/bench_memory.py [--size 112] [--batch 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import torch
+from torch import nn
+
+import cnnlens
+
+
+class WideNet(nn.Module):
+    """Cheap net with one wide tap (1024 maps at 1/4 resolution): many masks at little forward cost. ``active``:
+    how many of its channels vary (the others are constant zero, which Score-CAM never forwards)."""
+
+    def __init__(self, active: int = 1024):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.act0 = nn.ReLU()
+        self.wide = nn.Conv2d(16, 1024, 1)
+        self.act1 = nn.ReLU()
+        self.fc = nn.Linear(1024, 10)
+        with torch.no_grad():
+            self.wide.weight[active:] = 0
+            self.wide.bias[active:] = -1.0                 # ReLU → constant 0 maps
+
+    def forward(self, x):
+        return self.fc(self.act1(self.wide(self.act0(self.stem(x)))).mean(dim=(2, 3)))
+
+
+def worker(method: str, count: int, size: int, batch: int) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "rise":
+            model = WideNet().eval()
+            e = cnnlens.explain(model, x, "rise", n_masks=count, batch_size=batch)
+            masks = e.extras["n_masks"]
+        else:
+            model = WideNet(active=count).eval()
+            e = cnnlens.explain(model, x, "score-cam", layer="act1", batch_size=batch)
+            masks = int((~e.extras["skipped_channels"]).sum())
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _timing import peak_rss_kib
+    print(json.dumps({"masks": masks, "chunk": e.extras["chunk"], "peak_mib": peak_rss_kib() / 1024}))
+
+
+def run(method: str, counts: list[int], size: int, batch: int) -> None:
+    rows = []
+    for count in counts:
+        out = subprocess.run([sys.executable, __file__, "--worker", method, str(count), "--size", str(size),
+                              "--batch", str(batch)], check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"peak RSS, {method} on a 1024-map tap at {size} px, chunk {rows[0]['chunk']} (fresh subprocess each):")
+    for r in rows:
+        print(f"  {r['masks']:5d} masks: {r['peak_mib']:.0f} MiB")
+    base, last = rows[0], rows[-1]
+    all_at_once = (last["masks"] - base["masks"]) * size * size * 4 / 2 ** 20
+    print(f"  growth {base['masks']} → {last['masks']} masks: {last['peak_mib'] - base['peak_mib']:+.0f} MiB "
+          f"(materialising the extra masks alone would add {all_at_once:.0f} MiB, the masked inputs 3× more)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=112)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--worker", nargs=2, default=None)
+    args = ap.parse_args()
+    if args.worker is not None:
+        worker(args.worker[0], int(args.worker[1]), args.size, args.batch)
+        return
+    run("rise", [250, 2000], args.size, args.batch)
+    run("score-cam", [128, 1024], args.size, args.batch)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The command line answers --help and argument errors without importing torch (issue 14, item 4); the package import
+is lazy (PEP 562) but every public name still works."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+CLI = "import sys; from cnnlens.cli import main; sys.argv[0] = 'cnnlens'; main()"
+NO_TORCH = ("import atexit, sys; atexit.register(lambda: sys.modules.get('torch') is None or "
+            "(sys.stderr.write('TORCH WAS IMPORTED\\n'), sys.stderr.flush(), __import__('os')._exit(99)))")
+
+
+def _run(code: str, *args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=cwd)
+
+
+def _cli_without_torch(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter; exit code 99 if torch got imported (checked at exit)."""
+    return _run(f"{NO_TORCH}; {CLI}", *args, cwd=cwd)
+
+
+def test_import_cnnlens_and_cli_without_torch():
+    r = _run("import sys, cnnlens, cnnlens.cli; assert 'torch' not in sys.modules, 'torch imported'; "
+             "print(cnnlens.__version__)")
+    assert r.returncode == 0, r.stderr
+
+
+def test_lazy_public_names_still_work():
+    r = _run("import cnnlens, torch; from cnnlens import explain, load_image, METHODS, Explanation; "
+             "assert callable(cnnlens.explain) and 'grad-cam' in cnnlens.METHODS; "
+             "assert cnnlens.lrp.lrp_attribute and cnnlens.metrics.auc; "
+             "assert set(cnnlens.__all__) <= set(dir(cnnlens)); "
+             "[getattr(cnnlens, n) for n in cnnlens.__all__]; "
+             "import pytest\n"
+             "try:\n    cnnlens.no_such_name\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(3)")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["explain", "--help"], ["sweep", "--help"], ["demo", "--help"],
+                                  ["layers", "--help"]])
+def test_help_without_torch(args):
+    r = _cli_without_torch(*args)
+    assert r.returncode == 0, r.stderr
+    assert "Usage: cnnlens" in r.stdout
+
+
+def test_every_command_loads_on_demand():
+    """Each command's own help works through the on-demand import (whatever its module imports at the top)."""
+    from cnnlens.cli import _scan_commands
+    for name in sorted(_scan_commands()[0]):
+        r = _run(CLI, name, "--help")
+        assert r.returncode == 0 and f"Usage: cnnlens {name}" in r.stdout, (name, r.stderr)
+
+
+def test_top_level_help_lists_every_command_module():
+    """Commands are found from the sources of the command modules (a new module is picked up automatically)."""
+    r = _cli_without_torch("--help")
+    commands = r.stdout.split("Commands:")[1]
+    names = {line.split()[0] for line in commands.strip().splitlines() if line.strip()}
+    assert {"explain", "layers", "methods", "sweep", "demo", "evaluate"} <= names
+    cli_dir = Path(SRC) / "cnnlens" / "cli"
+    from cnnlens.cli import _scan_commands
+    where, _, opaque = _scan_commands()
+    modules = {p.stem for p in cli_dir.glob("*.py") if not p.stem.startswith("_")}
+    assert modules == set(where.values()) | set(opaque)
+
+
+def test_method_names_from_sources_match_the_registry():
+    import cnnlens
+    from cnnlens.cli._common import method_names_from_sources
+    assert method_names_from_sources() == set(cnnlens.METHODS)
+
+
+def test_scan_finds_commands_in_a_new_module(tmp_path, monkeypatch):
+    """A new command module (as another sub-command would add) is discovered without being imported."""
+    import cnnlens.cli as cli
+    (tmp_path / "extra.py").write_text(
+        "import click\nimport torch\nfrom cnnlens.cli import main\n\n\n"
+        "@main.command()\ndef report_cmd():\n    \"\"\"Write a report.\"\"\"\n\n\n"
+        "@main.command(name='sanity-check')\ndef sanity():\n    \"\"\"Run checks.\"\"\"\n")
+    monkeypatch.setattr(cli, "__path__", [str(tmp_path)])
+    where, docs, opaque = cli._scan_commands()
+    assert where == {"report": "extra", "sanity-check": "extra"} and docs["report"] == "Write a report."
+    assert opaque == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "missing.jpg", "--model", "efficientnet_lite0", "--out", "o"], "image file not found: missing.jpg"),
+    (["explain", "chelsea", "missing.png", "--model", "efficientnet_lite0", "--out", "o"],
+     "image file not found: missing.png"),
+    (["explain", "chelsea", "--model", "efficientnet_lite0", "--out", "o", "--device", "gpu"], "--device must be"),
+    (["explain", "chelsea", "--model", "efficientnet_lite0", "--out", "o", "--option", "novalue"],
+     "--option expects KEY=VALUE"),
+    (["explain", ".", "--model", "efficientnet_lite0", "--out", "o"], "is a directory"),
+    (["sweep", "missing.jpg", "--model", "efficientnet_lite0", "--out", "o"], "image file not found"),
+    (["explain", "chelsea", "--model", "efficientnet_lite0", "--method", "grad-cm", "--out", "o"],
+     "unknown method 'grad-cm'. Did you mean"),
+    (["sweep", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,nope", "--out", "o"],
+     "unknown method 'nope'"),
+    (["explain", "--model", "efficientnet_lite0", "--out", "o"], "Missing argument"),
+])
+def test_argument_errors_before_torch(tmp_path, args, message):
+    r = _cli_without_torch(*args, cwd=str(tmp_path))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []                       # nothing written
+
+
+@pytest.mark.slow
+def test_missing_file_answers_fast_relative_to_torch():
+    """The issue's figure: an error about a missing file in ≤ 0.3× the time of ``import torch, timm`` (same run;
+    benchmarks/bench_cli.py prints the full table)."""
+    import time
+    t0 = time.perf_counter()
+    r = _run("import torch, timm")
+    t_torch = time.perf_counter() - t0
+    assert r.returncode == 0
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        r = _cli_without_torch("explain", "missing.jpg", "--model", "efficientnet_lite0", "--out", "o")
+        best = min(best, time.perf_counter() - t0)
+        assert r.returncode == 2
+    assert best <= 0.3 * t_torch, (best, t_torch)
