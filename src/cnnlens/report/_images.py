@@ -94,18 +94,34 @@ def _webp_ok() -> bool:
     return bool(features.check("webp"))
 
 
-def data_uri_map(gray: np.ndarray, signed: bool, max_side: int = MAX_SIDE) -> str:
-    """A colourised map as a compressed data URI (WebP when Pillow has it, else PNG)."""
+def data_uri_map(gray: np.ndarray, max_side: int = MAX_SIDE) -> str:
+    """A map as a lossless 8-bit grayscale data URI (WebP lossless when Pillow has it, else PNG). The page colours it
+    with an SVG colour-map filter (:func:`svg_colour_filters`), so every shown colour is exactly the stored value's."""
     from PIL import Image
-    img = _fit(Image.fromarray(colourise(gray, signed)), max_side)
+    img = _fit(Image.fromarray(gray, mode="L"), max_side)
     buf = io.BytesIO()
     if _webp_ok():
-        img.save(buf, format="WEBP", quality=82, method=4)
+        img.save(buf, format="WEBP", lossless=True, quality=100, method=6)
         mime = "image/webp"
     else:
         img.save(buf, format="PNG", optimize=True)
         mime = "image/png"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def svg_colour_filters() -> str:
+    """Inline SVG filters ``#cmap-unsigned`` and ``#cmap-signed``: a 256-entry table per channel maps a gray level k
+    to the colour map's entry k (in sRGB, as the colour map is defined)."""
+    parts = ['<svg width="0" height="0" style="position:absolute" aria-hidden="true"><defs>']
+    for kind, signed in (("unsigned", False), ("signed", True)):
+        lut = _lut(CMAP_SIGNED if signed else CMAP_UNSIGNED)
+        parts.append(f'<filter id="cmap-{kind}" color-interpolation-filters="sRGB"><feComponentTransfer>')
+        for c, name in enumerate("RGB"):
+            values = " ".join(f"{v / 255:.4f}".rstrip("0").rstrip(".") or "0" for v in lut[:, c].tolist())
+            parts.append(f'<feFunc{name} type="table" tableValues="{values}"/>')
+        parts.append("</feComponentTransfer></filter>")
+    parts.append("</defs></svg>")
+    return "".join(parts)
 
 
 def data_uri_rgb(rgb: np.ndarray, max_side: int = MAX_SIDE, quality: int = 88) -> str:

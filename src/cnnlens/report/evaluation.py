@@ -103,6 +103,8 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     layers = list(dict.fromkeys([str(r.get("layer")) for r in summary.get("rows", [])] +
                                 [str(r.get("layer")) for r in raw]))
     signed = _signed_methods(methods)
+    raw.sort(key=lambda r: (str(r["sample"]), str(r.get("target")), methods.index(r["method"]),
+                            layers.index(str(r.get("layer")))))
     image_uris: dict[str, str] = {}
     image_index: dict[str, int] = {}
     map_uris: list[str] = []
@@ -120,7 +122,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
         mp = rec.get("map")
         if isinstance(mp, str) and (folder / mp).is_file():
             map_i = len(map_uris)
-            map_uris.append(data_uri_map(load_map_file(folder / mp), signed.get(rec["method"], False)))
+            map_uris.append(data_uri_map(load_map_file(folder / mp)))
         curves = rec.get("curves") or {}
         records.append({
             "sample": str(rec["sample"]), "target": rec.get("target"),

@@ -144,7 +144,7 @@ def explanation_page_data(out: str | Path) -> dict[str, Any]:
         path = data_dir / m["map"]
         if not path.exists():
             raise InputError(f"missing map file {path}")
-        maps.append(dict(m, src=data_uri_map(load_map_file(path), bool(m.get("signed")))))
+        maps.append(dict(m, src=data_uri_map(load_map_file(path))))
         if m["method"] not in methods:
             methods.append(m["method"])
     return {"kind": "explanations", "title": manifest.get("title") or "cnnlens explanations",

@@ -31,10 +31,10 @@
     options.forEach(function (o) { var opt = el("option", { value: o.value, text: o.label }); if (String(o.value) === String(value)) opt.selected = true; s.appendChild(opt); });
     return el("label", null, label, s);
   }
-  function overlay(imgSrc, mapSrc, cls, alt) {
+  function overlay(imgSrc, mapSrc, cls, alt, signed) {
     var box = el("div", { cls: "ov" + (cls ? " " + cls : "") + (mapSrc ? "" : " nomap") });
     box.appendChild(el("img", { cls: "base", src: imgSrc, alt: alt || "input image" }));
-    if (mapSrc) box.appendChild(el("img", { cls: "heat", src: mapSrc, alt: alt ? alt + " map" : "map" }));
+    if (mapSrc) box.appendChild(el("img", { cls: "heat" + (signed ? " signed" : ""), src: mapSrc, alt: alt ? alt + " map" : "map" }));
     return box;
   }
   function colourbar(signed) {
@@ -113,7 +113,7 @@
       view.textContent = "";
       if (S.view === "single") {
         var wide = im.width > 1.4 * im.height;
-        var box = overlay(im.src, cur.src, wide ? "wide" : "", cur.method + " " + cur.layer);
+        var box = overlay(im.src, cur.src, wide ? "wide" : "", cur.method + " " + cur.layer, cur.signed);
         box.id = "main-overlay";
         box.querySelector("img.heat").id = "main-heat";
         view.appendChild(el("div", { cls: "single card" }, box,
@@ -130,7 +130,7 @@
             var m = mt.filter(function (q) { return q.method === x && q.layer === layer; })[0];
             if (!m) { tr.appendChild(el("td", { cls: "empty", text: "—" })); return; }
             var cell = el("td", { cls: (x === S.method && layer === S.layer) ? "sel" : "", title: x + " · " + layer + " (click: single view)",
-              onclick: function () { S.method = x; S.layer = layer; S.view = "single"; render(); } }, overlay(im.src, m.src, "", x + " " + layer));
+              onclick: function () { S.method = x; S.layer = layer; S.view = "single"; render(); } }, overlay(im.src, m.src, "", x + " " + layer, m.signed));
             tr.appendChild(cell);
           });
           t.appendChild(tr);
@@ -319,10 +319,10 @@
         methods.forEach(function (m) {
           var r = same.filter(function (q) { return q.method === m && q.layer === l; })[0];
           if (!r) { tr.appendChild(el("td", { cls: "detail-cell" }, "—")); return; }
-          var pic = (img && r.map !== null && r.map !== undefined) ? overlay(img, D.maps[r.map], "", m + " " + l)
+          var pic = (img && r.map !== null && r.map !== undefined) ? overlay(img, D.maps[r.map], "", m + " " + l, D.signed[m])
             : el("div", { cls: "nomap-note", text: "map not stored (the run keeps maps for its first images only)" });
           var mv = el("div", { cls: "mv" });
-          order.forEach(function (k, j) { var v = r.values[j]; mv.appendChild(el("div", null, el("span", { text: k + " " }), v === null ? (r.notes[k] || "n/a") : fmt(v, M[k].unit, M[k].unit === "%" ? 1 : 3) + (M[k].unit === "%" ? "%" : ""))); });
+          order.forEach(function (k, j) { var v = r.values[j]; mv.appendChild(el("div", { title: k + ": " + (M[k].description || "") }, el("span", { text: k + " " + arrow(k) }), el("b", { text: v === null ? (r.notes[k] || "n/a") : fmt(v, M[k].unit, M[k].unit === "%" ? 1 : 3) + (M[k].unit === "%" ? "%" : "") }))); });
           tr.appendChild(el("td", { cls: "detail-cell" + (r === r0 ? " sel" : "") }, pic, mv));
         });
         g.appendChild(tr);
