@@ -54,10 +54,11 @@ def _curve_plot(path: Path, curves: dict[str, np.ndarray], title: str) -> None:
 
 
 def make_evaluation_folder(out: str | Path, model: torch.nn.Module, x: torch.Tensor, display: np.ndarray,
-                           methods: list[str], layers: list[str], *, targets: list[int] | None = None,
+                           methods: list, layers: list[str], *, targets: list[int] | None = None,
                            maps_for: int | None = None, shards: int = 1, seed: int = 0, steps: int = 224,
                            model_name: str = "fixture-model") -> Path:
-    """Write the folder; ``x`` (N,3,H,W) model input, ``display`` (N,H,W,3) in [0,1]; maps stored for the first
+    """Write the folder; ``x`` (N,3,H,W) model input, ``display`` (N,H,W,3) in [0,1]; ``methods``: names or
+    (label, name, options) triples; maps stored for the first
     ``maps_for`` images (all when None); records spread over ``shards`` results files."""
     import cnnlens
     from cnnlens.report._images import map_to_uint8, save_image_file, save_map_file, to_hwc_uint8
@@ -74,8 +75,10 @@ def make_evaluation_folder(out: str | Path, model: torch.nn.Module, x: torch.Ten
     for i in range(min(n, maps_for)):
         save_image_file(to_hwc_uint8(display[i]), out / "images" / f"{sample_ids[i]}.jpg", max_side=224)
     records = []
-    for method in methods:
-        res = cnnlens.explain(model, x, method, target=tgt, layer=layers if len(layers) > 1 else layers[0])
+    specs = [(m, m, {}) if isinstance(m, str) else m for m in methods]
+    methods = [label for label, _, _ in specs]
+    for method, name, options in specs:
+        res = cnnlens.explain(model, x, name, target=tgt, layer=layers if len(layers) > 1 else layers[0], **options)
         res = res if isinstance(res, dict) else {layers[0]: res}
         for layer, e in res.items():
             for i in range(n):

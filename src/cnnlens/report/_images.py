@@ -101,12 +101,22 @@ def data_uri_map(gray: np.ndarray, max_side: int = MAX_SIDE) -> str:
     img = _fit(Image.fromarray(gray, mode="L"), max_side)
     buf = io.BytesIO()
     if _webp_ok():
-        img.save(buf, format="WEBP", lossless=True, quality=100, method=6)
+        img.save(buf, format="WEBP", lossless=True, quality=50, method=2)
         mime = "image/webp"
     else:
         img.save(buf, format="PNG", optimize=True)
         mime = "image/png"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def data_uri_map_file(path: Path, max_side: int = MAX_SIDE) -> str:
+    """A stored map file as a data URI: an 8-bit grayscale PNG at display size goes in byte for byte (fast, exact),
+    anything else is decoded and re-encoded by :func:`data_uri_map`."""
+    from PIL import Image
+    with Image.open(path) as im:
+        if im.format == "PNG" and im.mode == "L" and max(im.size) <= max_side:
+            return data_uri_file(path)
+    return data_uri_map(load_map_file(path), max_side)
 
 
 def svg_colour_filters() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ._images import data_uri_file, data_uri_image_file, data_uri_map, load_map_file
+from ._images import data_uri_file, data_uri_image_file, data_uri_map_file
 from .html import write_page
 
 #: Points kept per deletion/insertion curve in the page (the detail view's small plots).
@@ -122,7 +122,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
         mp = rec.get("map")
         if isinstance(mp, str) and (folder / mp).is_file():
             map_i = len(map_uris)
-            map_uris.append(data_uri_map(load_map_file(folder / mp)))
+            map_uris.append(data_uri_map_file(folder / mp))
         curves = rec.get("curves") or {}
         records.append({
             "sample": str(rec["sample"]), "target": rec.get("target"),

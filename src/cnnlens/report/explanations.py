@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ._images import (data_uri_file, data_uri_map, load_map_file, map_to_uint8, save_image_file, save_map_file,
+from ._images import (data_uri_file, data_uri_map_file, map_to_uint8, save_image_file, save_map_file,
                       to_hwc_uint8)
 from .html import write_page
 
@@ -144,7 +144,7 @@ def explanation_page_data(out: str | Path) -> dict[str, Any]:
         path = data_dir / m["map"]
         if not path.exists():
             raise InputError(f"missing map file {path}")
-        maps.append(dict(m, src=data_uri_map(load_map_file(path))))
+        maps.append(dict(m, src=data_uri_map_file(path)))
         if m["method"] not in methods:
             methods.append(m["method"])
     return {"kind": "explanations", "title": manifest.get("title") or "cnnlens explanations",

@@ -340,5 +340,6 @@
   }
 
   if (D.kind === "explanations") explanations(); else evaluation();
+  document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
   document.body.setAttribute("data-ready", "1");
 })();
