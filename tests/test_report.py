@@ -182,3 +182,23 @@ def test_write_report_rejects_a_corrupt_manifest(tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         write_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_minimal_folder_input_level_method_and_layer_sets(tmp_path):
+    """No plots, no maps; an input-level method (layer null) and a layer set (SISE) get readable layer names."""
+    metrics = {"iou": {"higher_is_better": True, "description": "IoU", "unit": "%"}}
+    rows = [{"method": "lrp", "layer": None, "n": 1, "seconds": 0.1, "iou": {"mean": 10.0, "se": 0.0, "n": 1}},
+            {"method": "sise", "layer": ["a", "b"], "n": 1, "seconds": 0.1, "iou": {"mean": None, "se": None, "n": 0}}]
+    (tmp_path / "summary.json").write_text(json.dumps({"identity": {}, "conventions": "c", "metrics": metrics,
+                                                       "rows": rows}))
+    recs = [{"sample": "s1", "target": 3, "target_name": "cat", "method": "lrp", "layer": None,
+             "metrics": {"iou": 10.0}, "curves": {}, "flags": {}},
+            {"sample": "s1", "target": 3, "target_name": "cat", "method": "sise", "layer": ["a", "b"],
+             "metrics": {"iou": None}, "curves": {}, "flags": {"constant_map": True}}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    data = evaluation_page_data(tmp_path)
+    assert [r["layer"] for r in data["rows"]] == ["input", "a,b"] and data["layers"] == ["input", "a,b"]
+    assert [r["layer"] for r in data["records"]] == ["input", "a,b"]
+    assert data["records"][1]["values"] == [None] and data["records"][1]["flags"] == ["constant_map"]
+    assert data["plots"] == [] and data["maps"] == [] and data["images"] == []
+    _no_network(write_report(tmp_path).read_text(encoding="utf-8"))

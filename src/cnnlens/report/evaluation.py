@@ -37,6 +37,15 @@ def _downsample(curve: Any, n: int = CURVE_POINTS) -> list[float] | None:
     return [round(vals[round(i * (len(vals) - 1) / (n - 1))], 4) for i in range(n)]
 
 
+def layer_label(layer: Any) -> str:
+    """How the page names a record's layer: None (input-level methods) → "input", a layer set → "a,b,c"."""
+    if layer is None:
+        return "input"
+    if isinstance(layer, (list, tuple)):
+        return ",".join(str(v) for v in layer)
+    return str(layer)
+
+
 def read_records(folder: str | Path) -> list[dict[str, Any]]:
     """Records of every ``results*.jsonl`` shard (sorted by name), the last one per (sample, target, method, layer)."""
     folder = Path(folder)
@@ -54,7 +63,7 @@ def read_records(folder: str | Path) -> list[dict[str, Any]]:
                     continue
                 if not isinstance(rec, dict) or "method" not in rec or "sample" not in rec:
                     continue
-                key = (str(rec["sample"]), json.dumps(rec.get("target")), rec["method"], str(rec.get("layer")))
+                key = (str(rec["sample"]), json.dumps(rec.get("target")), rec["method"], layer_label(rec.get("layer")))
                 records.pop(key, None)
                 records[key] = rec
     return list(records.values())
@@ -99,12 +108,12 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     metrics: dict[str, Any] = summary["metrics"]
     metric_order = list(metrics)
     raw = read_records(folder)
-    methods = list(dict.fromkeys([r.get("method") for r in summary.get("rows", [])] + [r["method"] for r in raw]))
-    layers = list(dict.fromkeys([str(r.get("layer")) for r in summary.get("rows", [])] +
-                                [str(r.get("layer")) for r in raw]))
+    rows = [dict(r, layer=layer_label(r.get("layer"))) for r in summary.get("rows", []) if isinstance(r, dict)]
+    methods = list(dict.fromkeys([r.get("method") for r in rows] + [r["method"] for r in raw]))
+    layers = list(dict.fromkeys([r["layer"] for r in rows] + [layer_label(r.get("layer")) for r in raw]))
     signed = _signed_methods(methods)
     raw.sort(key=lambda r: (str(r["sample"]), str(r.get("target")), methods.index(r["method"]),
-                            layers.index(str(r.get("layer")))))
+                            layers.index(layer_label(r.get("layer")))))
     image_uris: dict[str, str] = {}
     image_index: dict[str, int] = {}
     map_uris: list[str] = []
@@ -127,7 +136,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
         records.append({
             "sample": str(rec["sample"]), "target": rec.get("target"),
             "target_name": rec.get("target_name") if rec.get("target_name") is not None else str(rec.get("target")),
-            "method": rec["method"], "layer": str(rec.get("layer")),
+            "method": rec["method"], "layer": layer_label(rec.get("layer")),
             "values": [_finite(m.get(k)) for k in metric_order],
             "notes": {k: v for k, v in m.items() if isinstance(v, str)},
             "flags": [k for k, v in (rec.get("flags") or {}).items() if v],
@@ -138,7 +147,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     model = identity.get("model") if isinstance(identity, dict) else None
     return {"kind": "evaluation", "title": "cnnlens evaluation", "model": model, "identity": identity,
             "conventions": summary.get("conventions"), "metrics": metrics, "metric_order": metric_order,
-            "rows": summary.get("rows", []), "methods": methods, "layers": layers, "signed": signed,
+            "rows": rows, "methods": methods, "layers": layers, "signed": signed,
             "plots": _plots(folder, metric_order, metrics), "records": records,
             "images": list(image_uris.values()), "maps": map_uris}
 
