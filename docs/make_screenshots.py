@@ -102,7 +102,7 @@ def main() -> None:
                 cnnlens("demo", "--out", str(demo))
             shoot(d, demo / "report.html", docs / "report_explanations.png",
                   "var s=document.getElementById('ctl-method'); s.value='relevance-cam';"
-                  "s.dispatchEvent(new Event('change'));", height=860)
+                  "s.dispatchEvent(new Event('change'));", height=900)
             shoot(d, demo / "report.html", docs / "report_explanations_grid.png",
                   "document.querySelector('.thumb[data-image=collage]').click();"
                   "document.getElementById('view-grid').click();", height=1500, full=True)

@@ -83,6 +83,7 @@ class ExplanationReport:
             prob = None
             if e.logits is not None:
                 prob = float(e.logits[index].detach().float().softmax(-1)[t])
+            self._maps.pop(key, None)  # a re-added map moves to the end: layer order follows the latest sweep
             self._maps[key] = {"image": image_id, "target": t, "target_name": names[t] if names else str(t),
                                "method": e.method, "layer": layer, "signed": bool(e.signed), "probability": prob,
                                "map": f"maps/{_safe(image_id)}__{t}__{_safe(e.method)}__{_safe(layer)}.png"}
@@ -103,6 +104,7 @@ class ExplanationReport:
             images[image_id] = dict(entry, image=f"images/{image_id}.jpg")
         for key, m in self._maps.items():
             save_map_file(self._gray[key], data_dir / m["map"])
+            maps.pop(key, None)
             maps[key] = m
         manifest = {"format": FORMAT, "kind": "explanations", "model": self.model,
                     "title": self.title or (old or {}).get("title"), "command": self.command,

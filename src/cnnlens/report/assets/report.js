@@ -86,6 +86,15 @@
     app.appendChild(controls); app.appendChild(main);
 
     function mapsOf() { return byImage[S.image] || []; }
+    // rows of the grid: "input" first, then the longest per-method layer list (a sweep, shallow → deep), then the rest
+    function layerOrder(ms) {
+      var per = {};
+      ms.forEach(function (m) { (per[m.method] = per[m.method] || []).push(m.layer); });
+      var ref = [];
+      Object.keys(per).forEach(function (k) { if (per[k].length > ref.length) ref = per[k]; });
+      var all = uniq(ms.map(function (m) { return m.layer; }));
+      return uniq(all.filter(function (l) { return l === "input"; }).concat(ref, all));
+    }
     function render() {
       var ms = mapsOf();
       var targets = uniq(ms.map(function (m) { return m.target; }));
@@ -93,7 +102,7 @@
       var mt = ms.filter(function (m) { return m.target === S.target; });
       var methods = uniq(D.methods.filter(function (x) { return mt.some(function (m) { return m.method === x; }); }));
       if (methods.indexOf(S.method) < 0) S.method = methods[0];
-      var layers = uniq(mt.filter(function (m) { return m.method === S.method; }).map(function (m) { return m.layer; }));
+      var layers = layerOrder(mt.filter(function (m) { return m.method === S.method; }));
       if (layers.indexOf(S.layer) < 0) S.layer = layers[0];
       var cur = mt.filter(function (m) { return m.method === S.method && m.layer === S.layer; })[0];
       var im = imageById[S.image];
@@ -121,8 +130,10 @@
             el("b", { text: cur.target_name }), cur.probability !== null && cur.probability !== undefined ? " (p = " + cur.probability.toFixed(3) + ")" : ""),
           colourbar(cur.signed)));
       } else {
-        var gl = uniq(mt.map(function (m) { return m.layer; }));
+        var gl = layerOrder(mt);
         var t = el("table", { cls: "grid", id: "grid" });
+        var cellW = Math.max(96, Math.min(200, Math.floor(900 / Math.max(1, methods.length)) - 8));
+        t.style.setProperty("--cell", cellW + "px");
         t.appendChild(el("tr", null, el("th"), methods.map(function (x) { return el("th", { text: x }); })));
         gl.forEach(function (layer) {
           var tr = el("tr", null, el("th", { cls: "row", text: layer }));
@@ -137,7 +148,7 @@
         });
         var anySigned = mt.some(function (m) { return m.signed; }), anyUnsigned = mt.some(function (m) { return !m.signed; });
         view.appendChild(el("div", { cls: "card" }, el("div", { cls: "caption" }, "target ", el("b", { text: tnames[S.target] }), " · click a map to open it"),
-          el("div", { cls: "gridwrap" }, t), anyUnsigned ? colourbar(false) : null, anySigned ? el("div", null, colourbar(true)) : null));
+          el("div", { cls: "gridwrap" }, t), el("div", { cls: "cbars" }, anyUnsigned ? colourbar(false) : null, anySigned ? colourbar(true) : null)));
       }
 
       side.textContent = "";
