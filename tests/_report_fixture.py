@@ -112,11 +112,12 @@ def make_evaluation_folder(out: str | Path, model: torch.nn.Module, x: torch.Ten
     for method in methods:
         for layer in layers:
             sel = [r for r in records if r["method"] == method and r["layer"] == layer]
-            row = {"method": method, "layer": layer, "n": len(sel), "seconds": float(np.mean([r["seconds"] for r in sel]))}
+            row = {"method": method, "layer": layer, "n": len(sel),
+                   "seconds": float(np.mean([r["seconds"] for r in sel]))}
             for k in METRICS:
                 v = np.array([r["metrics"][k] for r in sel if isinstance(r["metrics"][k], (int, float))], float)
-                row[k] = {"mean": float(v.mean()), "se": float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0,
-                          "n": int(len(v))}
+                se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+                row[k] = {"mean": float(v.mean()), "se": se, "n": int(len(v))}
             rows.append(row)
     summary = {"identity": {"model": model_name, "dataset": {"name": "fixture", "n": n}, "config": {"seed": seed},
                             "format": 1},
@@ -128,9 +129,9 @@ def make_evaluation_folder(out: str | Path, model: torch.nn.Module, x: torch.Ten
         _bar_plot(out / f"bar_{k}.png", labels, [r[k]["mean"] for r in rows], [r[k]["se"] for r in rows],
                   f"{k} ({'higher' if meta['higher_is_better'] else 'lower'} is better)")
     for kind in ("deletion", "insertion"):
-        curves = {f"{r['method']} {r['layer']}": np.mean([rec["curves"][kind] for rec in records
-                                                          if rec["method"] == r["method"] and rec["layer"] == r["layer"]], 0)
-                  for r in rows}
+        curves = {f"{r['method']} {r['layer']}":
+                  np.mean([rec["curves"][kind] for rec in records
+                           if rec["method"] == r["method"] and rec["layer"] == r["layer"]], 0) for r in rows}
         _curve_plot(out / f"curves_{kind}.png", curves, f"{kind} curves")
     return out
 

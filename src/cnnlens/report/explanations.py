@@ -34,7 +34,9 @@ def _layer_label(layer: Any) -> str:
     if layer is None:
         return "input"
     if isinstance(layer, (list, tuple)):
-        return ",".join(str(v) for v in layer) if len(layer) <= 3 else f"{len(layer)} layers ({layer[0]} … {layer[-1]})"
+        if len(layer) <= 3:
+            return ",".join(str(v) for v in layer)
+        return f"{len(layer)} layers ({layer[0]} … {layer[-1]})"
     return str(layer)
 
 

@@ -35,12 +35,13 @@ def render_page(data: dict[str, Any], title: str) -> str:
     data.setdefault("colourbars", colourbars())
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<link rel=\"icon\" href=\"data:,\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        "<link rel=\"icon\" href=\"data:,\">\n"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data: 'self'; "
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n"
         f"<title>{_html.escape(title)}</title>\n<style>\n{_asset('report.css')}\n</style>\n</head>\n"
-        f"<body class=\"kind-{_html.escape(data['kind'])}\">\n{svg_colour_filters()}\n<div id=\"app\"><noscript>This report needs JavaScript."
-        "</noscript></div>\n"
+        f"<body class=\"kind-{_html.escape(data['kind'])}\">\n{svg_colour_filters()}\n"
+        "<div id=\"app\"><noscript>This report needs JavaScript.</noscript></div>\n"
         f"<script type=\"application/json\" id=\"report-data\">{_json_for_script(data)}</script>\n"
         f"<script>\n{_asset('report.js')}\n</script>\n</body>\n</html>\n")
 
