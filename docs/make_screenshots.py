@@ -105,7 +105,7 @@ def main() -> None:
                   "s.dispatchEvent(new Event('change'));", height=900)
             shoot(d, demo / "report.html", docs / "report_explanations_grid.png",
                   "document.querySelector('.thumb[data-image=collage]').click();"
-                  "document.getElementById('view-grid').click();", height=1500, full=True)
+                  "document.getElementById('view-grid').click();", height=880, full=True)
         if args.only in (None, "evaluation"):
             ev = work / "eval"
             if not (ev / "summary.json").exists():
