@@ -324,6 +324,8 @@
       var methods = D.methods.filter(function (m) { return same.some(function (r) { return r.method === m; }); });
       var layers = D.layers.filter(function (l) { return same.some(function (r) { return r.layer === l; }); });
       var g = el("table", { cls: "detail-grid" });
+      var cw = Math.max(100, Math.min(140, Math.floor((detail.clientWidth - 100) / Math.max(1, methods.length)) - 6));
+      g.style.setProperty("--dcell", cw + "px");
       g.appendChild(el("tr", null, el("th"), methods.map(function (m) { return el("th", { text: m }); })));
       layers.forEach(function (l) {
         var tr = el("tr", null, el("th", { cls: "row", text: l }));
