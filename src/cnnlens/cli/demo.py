@@ -55,10 +55,14 @@ def demo_cmd(out_dir, device):
         summary["images"][p] = [{"class": n, "probability": round(q, 4)} for n, q in top]
         click.echo(f"{p:16} " + ", ".join(f"{n} ({q:.2f})" for n, q in top))
     out = Path(out_dir)
+    from ..report import ExplanationReport
+    report = ExplanationReport(out, model="efficientnet_lite0", title="cnnlens demo")
     cells, signed = [[None] * len(methods) for _ in photos], [[False] * len(methods) for _ in photos]
     with click.progressbar(methods, label="methods", file=click.get_text_stream("stderr")) as bar:
         for c, m in enumerate(bar):
             e = cnnlens.explain(model, x, m, **DEMO_OPTIONS.get(m, {}))
+            for r, p in enumerate(photos):
+                report.add(p, unnormalize(x[r:r + 1], model)[0], e, index=r)
             for r in range(len(photos)):
                 cells[r][c], signed[r][c] = e.heatmap[r], e.signed
     images = list(unnormalize(x, model))
@@ -73,6 +77,7 @@ def demo_cmd(out_dir, device):
     cimg = unnormalize(xc, model)
     for cls in (cat_cls, cup_cls):
         row = [cnnlens.explain(model, xc, m, target=cls, **DEMO_OPTIONS.get(m, {})) for m in methods]
+        report.add("collage", cimg[0], row, source="collage chelsea | coffee")
         grid_figure([cimg[0]], [names[cls]], methods, [[e.heatmap[0] for e in row]],
                     out / f"collage_{names[cls].replace(' ', '_')}.png", signed=[[e.signed for e in row]],
                     title=f"collage chelsea | coffee, target = {names[cls]}")
@@ -80,10 +85,12 @@ def demo_cmd(out_dir, device):
     sweep = [m for m in SWEEP_METHODS if m in available]
     per_method = {m: cnnlens.explain(model, xc, m, target=cat_cls, layer="stages") for m in sweep}
     layers = list(next(iter(per_method.values())).keys())
+    for m in sweep:
+        report.add("collage", cimg[0], per_method[m])
     strides = {r.name: r.stride for r in cnnlens.explainable_layers(model, xc)}
     grid_figure([cimg[0]], [layer_label(lay, strides.get(lay)) for lay in layers], sweep,
                 [[per_method[m][lay].heatmap[0] for m in sweep] for lay in layers],
                 out / "layers_x_methods.png", title=f"stage layers × methods, target = {names[cat_cls]}")
     summary["figures"] = sorted(p.name for p in out.glob("*.png"))
     write_text_atomic(out / "demo.json", json.dumps(summary, indent=2))
-    click.echo(f"wrote {len(summary['figures'])} figures to {out}/")
+    click.echo(f"wrote {len(summary['figures'])} figures to {out}/ and {report.write()}")

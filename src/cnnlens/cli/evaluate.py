@@ -107,4 +107,5 @@ def evaluate(model_name, weights, data, methods, metrics, layers, out, n_images,
     click.echo(res.table())
     click.echo(f"Wrote {out}/summary.md, summary.csv, summary.json, results.jsonl" +
                ("" if no_plots else " and plots"), err=True)
+    click.echo(f"Wrote {__import__('cnnlens.report', fromlist=['write_report']).write_report(out)}", err=True)
     sys.stdout.flush()

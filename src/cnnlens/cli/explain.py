@@ -74,9 +74,12 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
     out = Path(out_dir)
     records, seen = [], set()
     names = model.cnnlens_meta.class_names
+    from ..report import ExplanationReport
+    report = ExplanationReport(out, model=model_name, title="cnnlens explain")
     for i, (src, x, res) in enumerate(results):
         stem = _safe_stem(src, i, seen)
         img = unnormalize(x, model)[0]
+        report.add(stem, img, res, source=str(src))
         per_layer = res if isinstance(res, dict) else {None: res}
         first = next(iter(per_layer.values()))
         probs = torch.softmax(first.logits.float(), -1)[0] if first.logits is not None else None
@@ -106,7 +109,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
         click.echo(f"{src}: {method} → {png}  (target {t} {names[t] if names else ''}"
                    + (f", p={float(probs[t]):.3f}" if probs is not None else "") + ")")
     write_text_atomic(out / "explanations.json", json.dumps(records, indent=2))
-    click.echo(f"wrote {len(records)} figure(s) and {out / 'explanations.json'}")
+    click.echo(f"wrote {len(records)} figure(s), {out / 'explanations.json'} and {report.write()}")
 
 
 @main.command("layers")

@@ -71,4 +71,8 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
     write_text_atomic(out / f"sweep_{stem}.json", json.dumps(
         {"image": image, "model": model_name, "target": t, "target_name": label, "layers": rows,
          "methods": method_list, "figure": png.name}, indent=2))
-    click.echo(f"{image}: {len(rows)} layers × {len(method_list)} methods → {png}")
+    from ..report import ExplanationReport
+    report = ExplanationReport(out, model=model_name, title="cnnlens sweep")
+    for m in method_list:
+        report.add(stem, img, per_method[m], source=image)
+    click.echo(f"{image}: {len(rows)} layers × {len(method_list)} methods → {png}, {report.write()}")

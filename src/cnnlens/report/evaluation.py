@@ -1,0 +1,159 @@
+"""The evaluation report, built only from the files of an evaluation results folder.
+
+Reads ``summary.json`` (identity, conventions, metric declarations, aggregated rows), every ``results*.jsonl`` shard
+(one record per (sample, target, method, layer); the last record of a key wins), the plots ``bar_<metric>.png`` and
+``curves_<kind>.png``, and, where a record names them, its input image (``"image"``) and 8-bit grayscale map
+(``"map"``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ._images import data_uri_file, data_uri_image_file, data_uri_map_file
+from .html import write_page
+
+#: Points kept per deletion/insertion curve in the page (the detail view's small plots).
+CURVE_POINTS = 48
+
+
+def _finite(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _downsample(curve: Any, n: int = CURVE_POINTS) -> list[float] | None:
+    if not isinstance(curve, list) or not curve:
+        return None
+    vals = [_finite(v) for v in curve]
+    if any(v is None for v in vals):
+        return None
+    if len(vals) <= n:
+        return [round(v, 4) for v in vals]
+    return [round(vals[round(i * (len(vals) - 1) / (n - 1))], 4) for i in range(n)]
+
+
+def layer_label(layer: Any) -> str:
+    """How the page names a record's layer: None (input-level methods) → "input", a layer set → "a,b,c"."""
+    if layer is None:
+        return "input"
+    if isinstance(layer, (list, tuple)):
+        return ",".join(str(v) for v in layer)
+    return str(layer)
+
+
+def read_records(folder: str | Path) -> list[dict[str, Any]]:
+    """Records of every ``results*.jsonl`` shard (sorted by name), the last one per (sample, target, method, layer)."""
+    folder = Path(folder)
+    records: dict[tuple, dict[str, Any]] = {}
+    for shard in sorted(folder.glob("results*.jsonl")):
+        with shard.open(encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    # a run killed mid-write leaves a torn last line: skip it, as the resume logic does
+                    continue
+                if not isinstance(rec, dict) or "method" not in rec or "sample" not in rec:
+                    continue
+                key = (str(rec["sample"]), json.dumps(rec.get("target")), rec["method"], layer_label(rec.get("layer")))
+                records.pop(key, None)
+                records[key] = rec
+    return list(records.values())
+
+
+def _signed_methods(methods: list[str]) -> dict[str, bool]:
+    try:
+        from ..methods import all_methods
+        specs = all_methods()
+    except Exception:  # pragma: no cover - the report still builds without the registry
+        specs = {}
+    return {m: bool(getattr(specs.get(m), "signed", False)) for m in methods}
+
+
+def _plots(folder: Path, metric_order: list[str], metrics: dict[str, Any]) -> list[dict[str, str]]:
+    plots = []
+    for kind in ("deletion", "insertion"):
+        p = folder / f"curves_{kind}.png"
+        if p.exists():
+            plots.append({"name": p.name, "title": f"{kind} curves (mean over images)", "src": data_uri_file(p)})
+    bars = {p.stem[len("bar_"):]: p for p in folder.glob("bar_*.png")}
+    for name in metric_order + sorted(set(bars) - set(metric_order)):
+        if name in bars:
+            arrow = ""
+            if name in metrics:
+                arrow = " ↑" if metrics[name].get("higher_is_better") else " ↓"
+            plots.append({"name": bars[name].name, "title": f"{name}{arrow}", "src": data_uri_file(bars[name])})
+    return plots
+
+
+def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
+    """The page's data: summary, plots and per-record metrics (+ images and colourised maps as data URIs)."""
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{folder} has no summary.json (not an evaluation results folder)") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {folder / 'summary.json'}: {exc}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
+        raise InputError(f"{folder / 'summary.json'} is not a cnnlens evaluation summary")
+    metrics: dict[str, Any] = summary["metrics"]
+    metric_order = list(metrics)
+    raw = read_records(folder)
+    rows = [dict(r, layer=layer_label(r.get("layer"))) for r in summary.get("rows", []) if isinstance(r, dict)]
+    methods = list(dict.fromkeys([r.get("method") for r in rows] + [r["method"] for r in raw]))
+    layers = list(dict.fromkeys([r["layer"] for r in rows] + [layer_label(r.get("layer")) for r in raw]))
+    signed = _signed_methods(methods)
+    raw.sort(key=lambda r: (str(r["sample"]), str(r.get("target")), methods.index(r["method"]),
+                            layers.index(layer_label(r.get("layer")))))
+    image_uris: dict[str, str] = {}
+    image_index: dict[str, int] = {}
+    map_uris: list[str] = []
+    records = []
+    for rec in raw:
+        m = rec.get("metrics") or {}
+        img = rec.get("image")
+        img_i = None
+        if isinstance(img, str) and (folder / img).is_file():
+            if img not in image_index:
+                image_index[img] = len(image_uris)
+                image_uris[img] = data_uri_image_file(folder / img)
+            img_i = image_index[img]
+        map_i = None
+        mp = rec.get("map")
+        if isinstance(mp, str) and (folder / mp).is_file():
+            map_i = len(map_uris)
+            map_uris.append(data_uri_map_file(folder / mp))
+        curves = rec.get("curves") or {}
+        records.append({
+            "sample": str(rec["sample"]), "target": rec.get("target"),
+            "target_name": rec.get("target_name") if rec.get("target_name") is not None else str(rec.get("target")),
+            "method": rec["method"], "layer": layer_label(rec.get("layer")),
+            "values": [_finite(m.get(k)) for k in metric_order],
+            "notes": {k: v for k, v in m.items() if isinstance(v, str)},
+            "flags": [k for k, v in (rec.get("flags") or {}).items() if v],
+            "image": img_i, "map": map_i,
+            "curves": {k: c for k in ("deletion", "insertion") if (c := _downsample(curves.get(k))) is not None},
+        })
+    identity = summary.get("identity") or {}
+    model = identity.get("model") if isinstance(identity, dict) else None
+    return {"kind": "evaluation", "title": "cnnlens evaluation", "model": model, "identity": identity,
+            "conventions": summary.get("conventions"), "metrics": metrics, "metric_order": metric_order,
+            "rows": rows, "methods": methods, "layers": layers, "signed": signed,
+            "plots": _plots(folder, metric_order, metrics), "records": records,
+            "images": list(image_uris.values()), "maps": map_uris}
+
+
+def write_evaluation_report(folder: str | Path) -> Path:
+    """(Re)build ``folder/report.html`` from an evaluation results folder; return its path."""
+    data = evaluation_page_data(folder)
+    title = "cnnlens evaluation" + (f" · {data['model']}" if data.get("model") else "")
+    return write_page(Path(folder), data, title)
