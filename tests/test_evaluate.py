@@ -15,7 +15,7 @@ import torch
 
 from cnnlens.data.synthetic import SHAPES, SyntheticMeta, SyntheticScenes, TrainConfig, vgg_like
 from cnnlens.errors import CnnlensError
-from cnnlens.evaluate import EvalConfig, ResumeError, evaluate
+from cnnlens.evaluation import EvalConfig, ResumeError, evaluate
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 FAST = EvalConfig(batch_size=3, step=64)
