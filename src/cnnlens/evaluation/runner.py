@@ -507,6 +507,7 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / RUN, json.dumps({"identity": identity}, indent=2))
         dist.barrier()
+        out.mkdir(parents=True, exist_ok=True)
         done = set(_read_all(out, required))
         dist.barrier()                                   # every rank has read before any rewrites its shard
         own = out / (RESULTS if dist.world == 1 else SHARD.format(dist.rank))
