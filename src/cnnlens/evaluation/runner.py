@@ -412,7 +412,7 @@ def _save_image(out: Path, sample: Sample, image: torch.Tensor, mean, std) -> st
         arr = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.jpg")
-        Image.fromarray(arr, mode="RGB").save(tmp, quality=90)
+        Image.fromarray(arr, mode="RGB").save(tmp, quality=92, subsampling=0)
         os.replace(tmp, path)
     return rel
 
