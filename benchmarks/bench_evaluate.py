@@ -91,7 +91,7 @@ def run_torchrun(nproc: int, folder: Path, out: Path, args) -> tuple[float, floa
     """(seconds of the run, seconds of re-running the finished command: start-up, load, rendezvous, merge)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(max(1, args.threads // nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "cnnlens", "evaluate", "--model", args.model, "--data", str(folder), "--target", "predicted",
            "--methods", "grad-cam", "--metrics", METRICS, "--step", str(args.step), "--batch-size", str(args.batch),
            "--device", args.device, "--no-plots", "--quiet", "--save-maps", "0", "--out", str(out)]

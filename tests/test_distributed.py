@@ -163,7 +163,7 @@ def _cli(args, cache, nproc: int | None = None, **kw):
     if nproc is None:
         cmd = [sys.executable, "-m", "cnnlens", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "0",
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
                "-m", "cnnlens", *args]
     return subprocess.Popen(cmd, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 

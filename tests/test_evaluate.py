@@ -209,6 +209,10 @@ def test_cli_sigkill_and_resume_gives_the_same_table(tmp_path, monkeypatch):
     (["--data", "synthetic", "--n-images", "0"], "empty dataset"),
     (["--data", "synthetic", "--option", "grad-cam:nope=1"], "has no option 'nope'"),
     (["--data", "synthetic", "--layer", "features.99"], "features.99"),
+    (["--data", "synthetic", "--workers", "-1"], "--workers must be 0 or more"),
+    (["--data", "synthetic", "--save-maps", "-2"], "--save-maps must be 0 or more"),
+    (["--data", "synthetic", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--data", "synthetic", "--format", "parquet"], "--format must be one of"),
 ])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, extra, message):
     cache = tmp_path / "cache"
@@ -221,6 +225,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, extra, message):
                            "--quiet", "--n-images", "2", *extra], cache, monkeypatch)
     assert res.exit_code == 2, res.output
     assert message in res.stderr and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()                                   # nothing written
 
 
 def test_cli_skip_missing_methods(tmp_path, monkeypatch):

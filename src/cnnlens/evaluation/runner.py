@@ -486,6 +486,11 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
         raise InputError(f"workers must be 0 or more, got {workers}")
     if save_maps < 0:
         raise InputError(f"save_maps must be 0 or more, got {save_maps}")
+    from ..capture import resolve_module
+    for run in runs:                                   # bad layer names fail before anything is written
+        for lay in run.layers or []:
+            if lay != "blocks":
+                resolve_module(model, lay)
     if cfg.target == "label" and getattr(dataset, "has_labels", True) is False:
         raise InputError("the dataset has no labels: use --target predicted")
     from ..data.boxes import model_preprocessing
