@@ -1,4 +1,4 @@
-"""``cnnlens.evaluate`` and ``cnnlens evaluate``: tables, resumption (also after SIGKILL), bad input."""
+"""``cnnlens.evaluation.evaluate`` and ``cnnlens evaluate``: tables, resumption (also after SIGKILL), bad input."""
 from __future__ import annotations
 
 import json

@@ -146,6 +146,25 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
+def _open_model_once(dist, model_name, weights, device, progress):
+    """Rank 0 opens the model first (a synthetic model trains and is cached once), then the other ranks."""
+    from ..evaluation import PeerFailed, open_model
+    from ..evaluation.distributed import ERROR, OK
+    if not dist.active:
+        return open_model(model_name, weights, device=device, progress=progress)
+    opened, error = None, None
+    if dist.is_main:
+        try:
+            opened = open_model(model_name, weights, device=device, progress=progress)
+        except CnnlensError as exc:
+            error = exc
+    if dist.max(ERROR if error is not None else OK) != OK:
+        if error is not None:
+            raise error
+        raise PeerFailed("rank 0 could not open the model")
+    return opened if opened is not None else open_model(model_name, weights, device=device, progress=False)
+
+
 def _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
               n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
               deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
@@ -162,7 +181,7 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
     method_options = _parse_options(options)
     from ._common import check_device
     check_device(device)
-    from ..evaluation import EvalConfig, Interrupted, evaluate as run_evaluation, open_dataset, open_model
+    from ..evaluation import EvalConfig, Interrupted, evaluate as run_evaluation, open_dataset
     from ..evaluation.distributed import init_from_env
     if skip_missing and methods != "all":
         from ..methods import all_methods
@@ -176,7 +195,7 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
             from ..errors import MethodError
             raise MethodError(f"none of the methods {', '.join(wanted)} is available here")
     dist, device = init_from_env(device)
-    model, name = open_model(model_name, weights, device=device, progress=not quiet and main_rank)
+    model, name = _open_model_once(dist, model_name, weights, device, progress=not quiet and main_rank)
     dataset = open_dataset(data, model, format=data_format, n_images=n_images, label_file=label_file,
                            class_map=class_map, clip_boxes=clip_boxes, seed=seed)
     cfg = EvalConfig(target=target, batch_size=batch_size, score=score, mask_space=mask_space,
