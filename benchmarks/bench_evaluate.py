@@ -10,11 +10,12 @@ resized by the loader), ``--target predicted``:
 * ``--costs``: the cost per map of each method and metric in units of one batched forward (and seconds) — the
   figures behind docs/evaluation.md's "Scale" section.
 
-    python benchmarks/bench_evaluate.py [--images 16] [--model efficientnet_lite0] [--step 3136] [--device cuda]
-        [--costs]
+    python benchmarks/bench_evaluate.py [--images 8] [--model efficientnet_lite0] [--step 6272] [--device cuda]
+        [--costs [--costs-all]]
 
-The deletion/insertion step defaults to 3136 px (16 steps at 224²) to keep a CPU run to a couple of minutes; the
-papers' 224 px steps cost 14× more forwards (the per-map costs below scale with the step count).
+The deletion/insertion step defaults to 6272 px (8 steps at 224²) to keep a CPU run to a couple of minutes; the
+papers' 224 px steps cost 25× more forwards (per map: 2·(⌈HW/step⌉+1) forwards, reported in forward units by
+``--costs``).
 """
 from __future__ import annotations
 
@@ -43,14 +44,13 @@ METRICS = "average-drop,increase,deletion,insertion"
 def write_jpeg_folder(root: Path, n: int, class_name: str) -> None:
     """``n`` JPEGs (the skimage photos, cycled, at their own sizes) with VOC XML beside them (one whole-image box)."""
     import numpy as np
-    import skimage.data
     from PIL import Image
+
+    from cnnlens.data.images import sample_image
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        arr = getattr(skimage.data, PHOTOS[i % len(PHOTOS)])()
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, -1)
-        arr = np.ascontiguousarray(arr[..., :3] if i < len(PHOTOS) else arr[::-1, :, :3])
+        arr = sample_image(PHOTOS[i % len(PHOTOS)])
+        arr = np.ascontiguousarray(arr if (i // len(PHOTOS)) % 2 == 0 else arr[::-1])
         h, w = arr.shape[:2]
         Image.fromarray(arr).save(root / f"img{i:04d}.jpg", quality=90)
         (root / f"img{i:04d}.xml").write_text(
@@ -120,13 +120,15 @@ def costs(model, x, args) -> None:
           f"1 forward = {unit * 1e3:.1f} ms/image")
     rows = []
     opts = {"score-cam": {}, "rise": {"n_masks": 500}}
-    for name in ("grad-cam", "grad-cam++", "layer-cam", "relevance-cam", "lrp", "sglrp", "score-cam", "sise",
-                 "rise"):
-        xs = x[:2] if name in ("score-cam", "sise", "rise") else x
+    names = ["grad-cam", "grad-cam++", "layer-cam", "relevance-cam", "lrp", "sglrp"]
+    if args.costs_all:
+        names += ["score-cam", "sise", "rise"]
+    for name in names:
+        xs = x[:1] if name in ("score-cam", "sise", "rise") else x
         ts = t[: xs.shape[0]]
         try:
             sec = timeit(lambda: cnnlens.explain(model, xs, name, target=ts, **opts.get(name, {})), repeat=1,
-                         warmup=1) / xs.shape[0]
+                         warmup=0 if name in ("score-cam", "sise", "rise") else 1) / xs.shape[0]
         except Exception as exc:                          # noqa: BLE001 — a benchmark row, not a test
             print(f"  {name}: skipped ({exc})")
             continue
@@ -134,9 +136,8 @@ def costs(model, x, args) -> None:
     heat = cnnlens.explain(model, x, "grad-cam", target=t).heatmap
     kw = dict(mean=meta.mean, std=meta.std)
     rows.append(("AD/IC (standard)", timeit(lambda: M.confidence_pair(model, x, heat, t, **kw), repeat=3) / b))
-    for step in (args.step, 224):
-        sec = timeit(lambda: M.deletion_insertion(model, x[:2], heat[:2], t[:2], step=step, **kw), repeat=1) / 2
-        rows.append((f"deletion + insertion, step {step}", sec))
+    sec = timeit(lambda: M.deletion_insertion(model, x[:2], heat[:2], t[:2], step=args.step, **kw), repeat=1) / 2
+    rows.append((f"deletion + insertion, step {args.step}", sec))
     size = (375, 500)
     s = M.saliency(heat, size)
     g = M.boxes_mask([(100, 80, 300, 260)], size)[None].expand(b, -1, -1)
@@ -150,12 +151,13 @@ def costs(model, x, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--images", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--step", type=int, default=3136)
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--step", type=int, default=6272)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--costs", action="store_true", help="also the per-map cost of each method and metric")
+    ap.add_argument("--costs-all", action="store_true", help="with --costs: also Score-CAM, SISE, RISE (slow on a CPU)")
     ap.add_argument("--no-torchrun", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -576,6 +576,7 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
         merged = _read_all(out, required)
         ordered = sorted(merged, key=_block_order)
         records = [r for bid in ordered for r in merged[bid]]
+        dist.barrier()                                   # every rank has read the shards before rank 0 merges them
         if dist.is_main:
             atomic_write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
             for p in _shards(out)[1:]:
@@ -587,8 +588,7 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
     skipped = describe.get("skipped", 0) if isinstance(describe, dict) else 0
     results = Results(records, summary, out, cfg, metric_names, skipped)
     if out is not None and dist.is_main:
-        write_tables(out, summary, specs, cfg.conventions(), identity,
-                     extra={"world_size": dist.world} if dist.world > 1 else None)
+        write_tables(out, summary, specs, cfg.conventions(), identity)
         if plots:
             write_plots(out, records, summary, specs)
     dist.barrier()
