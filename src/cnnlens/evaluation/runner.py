@@ -3,8 +3,8 @@
 ``evaluate(model, dataset, methods, metrics, out=DIR)`` streams one JSON line per (image, target class, method, layer)
 to the results as soon as a block (a batch of images × one method) is done, and writes the summary tables
 (``summary.md``, ``summary.csv``, ``summary.json``: mean ± standard error) and plots at the end. A re-run with the same
-``out`` resumes: finished blocks are never recomputed, a block cut short by a kill is recomputed whole, and because every
-block's composition is fixed by the dataset order the final table equals that of an uninterrupted run.
+``out`` resumes: finished blocks are never recomputed, a block cut short by a kill is recomputed whole, and because
+every block's composition is fixed by the dataset order the final table equals that of an uninterrupted run.
 
 Under ``torchrun`` (a process group initialised, see :mod:`.distributed`) rank r computes the blocks b with
 b mod world = r and appends each finished block, in one write, to its shard ``results.rank{r}.jsonl``; a resume reads
@@ -14,11 +14,11 @@ shards into ``results.jsonl`` (sorted by block) and writes the tables and plots.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -491,7 +491,10 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
         for lay in run.layers or []:
             if lay != "blocks":
                 resolve_module(model, lay)
-    if cfg.target == "label" and getattr(dataset, "has_labels", True) is False:
+    describe = dataset.describe()
+    no_labels = getattr(dataset, "has_labels", True) is False or (isinstance(describe, dict)
+                                                                  and describe.get("has_labels") is False)
+    if cfg.target == "label" and no_labels:
         raise InputError("the dataset has no labels: use --target predicted")
     from ..data.boxes import model_preprocessing
     _, mean, std = model_preprocessing(model)
@@ -499,7 +502,6 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
     dist = distributed.current()
     metric_names = [s.name for s in specs]
     required = set(metric_names)
-    describe = dataset.describe()
     identity = {"model": model_name or type(model).__name__, "dataset": describe, "config": asdict(cfg),
                 "format": 1}
     own: Path | None = None
