@@ -106,7 +106,8 @@ def evaluate(model_name, weights, data, data_format, class_map, workers, save_ma
                   skip_missing, seed, device, no_plots, quiet, main_rank)
     except CnnlensError as exc:
         from ..evaluation.runner import PeerFailed
-        if main_rank and not isinstance(exc, PeerFailed) or getattr(exc, "cnnlens_local", False):
+        on_main = not isinstance(exc, PeerFailed) or getattr(exc, "print_on_main", False)
+        if (main_rank and on_main) or getattr(exc, "cnnlens_local", False):
             click.echo(f"cnnlens: error: {exc}", err=True)
         sys.exit(2)
     finally:

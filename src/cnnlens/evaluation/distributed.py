@@ -14,7 +14,24 @@ from datetime import timedelta
 
 import torch
 
+from ..errors import CnnlensError
+
 OK, STOP, ERROR = 0, 1, 2
+
+
+class PeerFailed(CnnlensError):
+    """Another rank of a torchrun run failed or died (a failing rank prints its own message)."""
+
+
+def _collective(fn, *args):
+    """Run a collective; a peer that died (killed, crashed) becomes one PeerFailed error instead of a traceback."""
+    try:
+        return fn(*args)
+    except RuntimeError as exc:                # gloo / nccl: connection closed, timeout, ...
+        err = PeerFailed(f"another process of the run stopped ({str(exc).splitlines()[0][:120]}); run the same "
+                         f"command again to resume")
+        err.print_on_main = True               # nobody else has printed anything: rank 0 says it
+        raise err from None
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,7 @@ class Dist:
     def barrier(self) -> None:
         if self.active:
             import torch.distributed as dist
-            dist.barrier()
+            _collective(dist.barrier)
 
     def max(self, value: int) -> int:
         """The largest ``value`` over the ranks (a collective: every rank must call it)."""
@@ -49,7 +66,7 @@ class Dist:
             return int(value)
         import torch.distributed as dist
         t = torch.tensor([int(value)], dtype=torch.int64, device=self._device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        _collective(dist.all_reduce, t, dist.ReduceOp.MAX)
         return int(t.item())
 
     def gather(self, obj) -> list:
@@ -58,7 +75,7 @@ class Dist:
             return [obj]
         import torch.distributed as dist
         out: list = [None] * self.world
-        dist.all_gather_object(out, obj)
+        _collective(dist.all_gather_object, out, obj)
         return out
 
 

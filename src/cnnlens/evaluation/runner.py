@@ -36,6 +36,7 @@ from ..metrics import (METRICS, MetricSpec, average_drop, average_drop_rcam, ave
                        bbox_score, boxes_mask, class_scores, confidence_pair, constant_maps, energy_pointing_game,
                        increase_in_confidence, iou, perturbation_curves, pointing_game, resolve_metrics, saliency)
 from . import distributed
+from .distributed import PeerFailed
 from .loader import Block, iter_blocks, to_device
 from .tables import (NA_NO_BOXES, atomic_write_text, markdown_table, summarize_records, write_plots,
                      write_tables)
@@ -48,10 +49,6 @@ DISPLAY = 224            # long side of the saved images and maps (px)
 
 class ResumeError(CnnlensError, ValueError):
     """The output folder holds a run with different settings."""
-
-
-class PeerFailed(CnnlensError):
-    """Another rank of a torchrun run failed (that rank prints its own message)."""
 
 
 class Interrupted(Exception):
