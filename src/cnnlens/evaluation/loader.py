@@ -72,7 +72,11 @@ def iter_blocks(dataset, block_size: int, blocks: Sequence[int], *, workers: int
         for block in it:
             if block.error is not None:
                 kind, message = block.error
-                raise kind(message)
+                try:
+                    error = kind(message)
+                except TypeError:                     # an error type with another signature: keep the message
+                    error = CnnlensError(message)
+                raise error
             yield block
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
