@@ -262,3 +262,16 @@ def test_torchrun_rank_killed_then_resumed_with_another_world_size(tmp_path, cac
     assert again.returncode == 0, err
     assert _table(out) == _table(tmp_path / "ref")
     assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.jsonl"]
+
+
+def test_a_worker_error_is_the_same_one_line_error(tmp_path):
+    from cnnlens.errors import InputError
+
+    class _Broken(SyntheticScenes):
+        def __getitem__(self, i):
+            if i == 3:
+                raise InputError("cannot read image broken.jpg: truncated")
+            return super().__getitem__(i)
+    with pytest.raises(InputError) as info:
+        evaluate(_model(), _Broken(4, size=32), "grad-cam", "bbox", out=None, config=FAST, progress=False, workers=2)
+    assert str(info.value) == "cannot read image broken.jpg: truncated"
