@@ -1,4 +1,4 @@
-"""``cnnlens.evaluate`` and ``cnnlens evaluate``: tables, resumption (also after SIGKILL), bad input."""
+"""``cnnlens.evaluation.evaluate`` and ``cnnlens evaluate``: tables, resumption (also after SIGKILL), bad input."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ import torch
 
 from cnnlens.data.synthetic import SHAPES, SyntheticMeta, SyntheticScenes, TrainConfig, vgg_like
 from cnnlens.errors import CnnlensError
-from cnnlens.evaluate import EvalConfig, ResumeError, evaluate
+from cnnlens.evaluation import EvalConfig, ResumeError, evaluate
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 FAST = EvalConfig(batch_size=3, step=64)
@@ -209,6 +209,10 @@ def test_cli_sigkill_and_resume_gives_the_same_table(tmp_path, monkeypatch):
     (["--data", "synthetic", "--n-images", "0"], "empty dataset"),
     (["--data", "synthetic", "--option", "grad-cam:nope=1"], "has no option 'nope'"),
     (["--data", "synthetic", "--layer", "features.99"], "features.99"),
+    (["--data", "synthetic", "--workers", "-1"], "--workers must be 0 or more"),
+    (["--data", "synthetic", "--save-maps", "-2"], "--save-maps must be 0 or more"),
+    (["--data", "synthetic", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--data", "synthetic", "--format", "parquet"], "--format must be one of"),
 ])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, extra, message):
     cache = tmp_path / "cache"
@@ -221,6 +225,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, extra, message):
                            "--quiet", "--n-images", "2", *extra], cache, monkeypatch)
     assert res.exit_code == 2, res.output
     assert message in res.stderr and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()                                   # nothing written
 
 
 def test_cli_skip_missing_methods(tmp_path, monkeypatch):
@@ -258,3 +263,106 @@ def test_collage_grad_cam_points_at_the_explained_photo():
     wins = sum(a > b for a, b in zip(own, other))
     assert wins >= 0.75 * len(own), (own, other)
     assert sum(own) / len(own) > 0.45
+
+
+# ------------------------------------------------------------------------------------------------ sample contract
+class _Wrapped:
+    """SyntheticScenes seen through a transform of each Sample (a dataset adapter in miniature)."""
+
+    def __init__(self, base, fn, describe=None, **attrs):
+        self.base, self.fn, self._describe = base, fn, describe or {}
+        self.class_names = base.class_names
+        for k, v in attrs.items():
+            setattr(self, k, v)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.fn(self.base[i])
+
+    def describe(self):
+        return {**self.base.describe(), **self._describe}
+
+
+def _no_boxes(s):
+    s.boxes, s.targets, s.has_boxes = [], [], False
+    return s
+
+
+def test_dataset_without_boxes_reports_box_metrics_as_na(tmp_path):
+    model = _model()
+    data = _Wrapped(SyntheticScenes(4, size=32), _no_boxes, {"name": "folder", "skipped": 3}, has_labels=False)
+    with pytest.raises(CnnlensError, match="no labels: use --target predicted"):
+        evaluate(model, data, "grad-cam", "deletion,bbox", out=tmp_path / "x", config=FAST, progress=False)
+    assert not (tmp_path / "x").exists()
+    res = evaluate(model, data, "grad-cam", "average-drop,deletion,pointing-game,bbox,iou", out=tmp_path,
+                   config=EvalConfig(batch_size=3, step=64, target="predicted"), progress=False)
+    row = res.summary[0]
+    assert row["bbox"]["na"] == "no boxes" and row["pointing-game"]["na"] == "no boxes"
+    assert math.isfinite(row["deletion"]["mean"]) and "na" not in row["deletion"]
+    md = (tmp_path / "summary.md").read_text()
+    assert md.count("n/a (no boxes)") >= 3 and "Skipped images: 3." in md
+    assert "n/a (no boxes)" in (tmp_path / "summary.csv").read_text()
+    js = json.loads((tmp_path / "summary.json").read_text())
+    assert js["rows"][0]["iou"] == {"mean": None, "se": None, "n": 0, "na": "no boxes"} and js["skipped"] == 3
+    rec = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert rec["metrics"]["bbox"] is None and rec["na"]["bbox"] == "no boxes" and rec["label"] is None
+    assert (tmp_path / "bar_deletion.png").is_file() and not (tmp_path / "bar_bbox.png").exists()
+    assert res.skipped == 3
+
+
+def test_class_map_target_is_the_best_candidate_and_boxes_are_the_keys(tmp_path):
+    """A dataset class (key 7) standing for model classes {0, 2}: the target is the model's higher-scoring of the
+    two on the original image, the boxes are key 7's, the record keeps both."""
+    import cnnlens
+    from cnnlens import metrics as M
+    model = _model()
+    base = SyntheticScenes(5, size=32)
+
+    def mapped(s):
+        main = s.boxes[0]
+        s.boxes = [(7, *main[1:])] + [b for b in s.boxes[1:]]
+        s.targets, s.candidates = [7], {7: (0, 2)}
+        return s
+    data = _Wrapped(base, mapped, label_names=["k%d" % i for i in range(8)])
+    res = evaluate(model, data, "grad-cam", "bbox", config=FAST, progress=False)
+    x = torch.stack([base[i].image for i in range(5)])
+    with torch.no_grad():
+        logits = model(x)
+    want = torch.tensor([0, 2])[logits[:, [0, 2]].argmax(1)]
+    e = cnnlens.explain(model, x, "grad-cam", target=want)
+    by = {r["sample"]: r for r in res.records}
+    for i in range(5):
+        s = base[i]
+        r = by[s.id]
+        assert r["target"] == int(want[i]) and r["target_name"] == SHAPES[int(want[i])]
+        assert r["label"] == 7 and r["label_name"] == "k7"
+        g = M.boxes_mask([s.boxes[0][1:]], s.size)[None]
+        bbox = 100 * M.bbox_score(M.saliency(e.heatmap[i:i + 1], s.size), g)
+        assert r["metrics"]["bbox"] == pytest.approx(bbox.item(), abs=1e-4)
+
+
+def test_saved_maps_are_the_display_heatmaps(tmp_path):
+    import cnnlens
+    import numpy as np
+    from PIL import Image
+    model = _model(size=32)
+    data = SyntheticScenes(4, size=32)
+    res = evaluate(model, data, "grad-cam", "bbox", layers="features.1,features.4", out=tmp_path, config=FAST,
+                   progress=False, plots=False, save_maps=3)
+    with_maps = [r for r in res.records if "map" in r]
+    assert len(with_maps) == 6 and {r["sample"] for r in with_maps} == {data[i].id for i in range(3)}
+    s = data[1]
+    r = next(r for r in with_maps if r["sample"] == s.id and r["layer"] == "features.4")
+    e = cnnlens.explain(model, s.image[None], "grad-cam", target=r["target"], layer="features.4")
+    png = np.asarray(Image.open(tmp_path / r["map"]))
+    assert png.dtype == np.uint8 and png.shape == (32, 32)
+    assert np.abs(png.astype(int) - (e.heatmap[0].numpy() * 255).round().astype(int)).max() <= 1
+    img = Image.open(tmp_path / r["image"])
+    assert img.mode == "RGB" and img.size == (32, 32)
+    rgb = np.asarray(img).astype(float) / 255
+    want = (s.image.permute(1, 2, 0).numpy() * 0.25 + 0.5).clip(0, 1)
+    assert np.abs(rgb - want).mean() < 0.03                                  # JPEG of the denormalised input
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sum("map" in x for x in lines) == 6

@@ -1,18 +1,21 @@
 """``cnnlens evaluate``: score explanation methods with faithfulness and localisation metrics (docs/evaluation.md)."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
 
 import click
 
 from . import main
+from ..errors import CnnlensError, InputError
 
 
 def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
     """``METHOD:KEY=VALUE`` → {method: {key: value}} (values parsed as Python literals when possible)."""
     import ast
 
-    from ..errors import InputError
     out: dict[str, dict] = {}
     for item in items:
         head, sep, value = item.partition("=")
@@ -31,8 +34,16 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--model", "model_name", required=True,
               help="synthetic-vgg, synthetic-resnet, or a model-zoo name (e.g. efficientnet_lite0, resnet50).")
 @click.option("--weights", default=None, help="Weights file for a model-zoo architecture.")
-@click.option("--data", "data", required=True, help="A folder of images with VOC/ImageNet XML boxes, 'synthetic' or "
-              "'collage'.")
+@click.option("--data", "data", required=True, help="A dataset path (folder, CSV manifest, ImageNet val, COCO, VOC), "
+              "'synthetic' or 'collage'.")
+@click.option("--format", "data_format", default=None, metavar="LAYOUT",
+              help="The dataset layout: folder, imagefolder, csv, imagenet-loc, coco or voc (default: detected).")
+@click.option("--class-map", default=None, help="Dataset class → model classes: a file of 'dataset_class: "
+              "model_class, ...' lines, or voc-imagenet / coco-imagenet.")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader processes decoding the images "
+              "(0: decode in the main process).")
+@click.option("--save-maps", type=int, default=50, show_default=True, help="Save the input and the maps of the first "
+              "N images (out/images, out/maps) for the report; 0: none.")
 @click.option("--methods", default="all", show_default=True, help="Comma-separated method names, or 'all' "
               "(every registered method).")
 @click.option("--metrics", default="all", show_default=True, help="Comma-separated metric names, or 'all'.")
@@ -45,7 +56,8 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--label-file", type=click.Path(dir_okay=False), default=None,
               help="Class names, one per line in model-output order (or ImageNet 'wnid name' lines).")
 @click.option("--clip-boxes", is_flag=True, help="Clip boxes that extend outside their image instead of failing.")
-@click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True)
+@click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True,
+              help="Explain each labelled class (boxes and labels needed) or the model's top-1 class.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--step", type=int, default=None, help="Deletion/insertion pixels per step (default H·W/224).")
 @click.option("--mask-space", type=click.Choice(["raw", "normalized"]), default="raw", show_default=True)
@@ -69,10 +81,11 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(model_name, weights, data, methods, metrics, layers, out, n_images, label_file, clip_boxes, target,
-             batch_size, step, mask_space, score, signed_mode, deletion_substrate, insertion_substrate, tolerance,
-             iou_rule, iou_threshold, iou_kind, options, skip_missing, seed, device, no_plots, quiet):
-    """Evaluate explanation methods on a dataset with boxes; print and write the tables.
+def evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
+             n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
+             deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
+             skip_missing, seed, device, no_plots, quiet):
+    """Evaluate explanation methods on a dataset; print and write the tables.
 
     \b
     Examples:
@@ -80,30 +93,134 @@ def evaluate(model_name, weights, data, methods, metrics, layers, out, n_images,
           --layer layer2,layer4 --metrics average-drop-rcam,average-increase-rcam --out eval/rcam
       cnnlens evaluate --model efficientnet_lite0 --data collage --out eval/collage
       cnnlens evaluate --model resnet50 --weights r50.pth --data VOC2007/ --label-file voc.txt --out eval/voc
+      torchrun --nproc-per-node 2 -m cnnlens evaluate --model synthetic-vgg --data synthetic --out eval/ddp
+
+    SIGINT / SIGTERM stop after the current block (exit 130 / 143); the same command resumes.
     """
-    from ..evaluate import EvalConfig, evaluate as run_evaluation
-    from ..evaluation_data import open_dataset, open_model
+    from ..evaluation.distributed import env_rank
+    main_rank = env_rank() == 0
+    try:
+        _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
+                  out, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
+                  deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
+                  skip_missing, seed, device, no_plots, quiet, main_rank)
+    except CnnlensError as exc:
+        from ..evaluation.runner import PeerFailed
+        on_main = not isinstance(exc, PeerFailed) or getattr(exc, "print_on_main", False)
+        if (main_rank and on_main) or getattr(exc, "cnnlens_local", False):
+            click.echo(f"cnnlens: error: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        from ..evaluation.distributed import shutdown
+        shutdown()
+
+
+class _StopOnSignal:
+    """SIGINT / SIGTERM set a flag that the runner reads between blocks; the same signal again, 2 s or more later,
+    stops at once (the unfinished block is recomputed on resume). Repeats within 2 s are ignored (torchrun forwards
+    the terminal's Ctrl-C to the workers that already got it)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.at = 0.0
+        self.previous = {}
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+        elif time.monotonic() - self.at >= 2.0:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def __enter__(self):
+        for s in self.SIGNALS:
+            self.previous[s] = signal.signal(s, self)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def _open_model_once(dist, model_name, weights, device, progress):
+    """Rank 0 opens the model first (a synthetic model trains and is cached once), then the other ranks."""
+    from ..evaluation import PeerFailed, open_model
+    from ..evaluation.distributed import ERROR, OK
+    if not dist.active:
+        return open_model(model_name, weights, device=device, progress=progress)
+    opened, error = None, None
+    if dist.is_main:
+        try:
+            opened = open_model(model_name, weights, device=device, progress=progress)
+        except CnnlensError as exc:
+            error = exc
+    if dist.max(ERROR if error is not None else OK) != OK:
+        if error is not None:
+            raise error
+        raise PeerFailed("rank 0 could not open the model")
+    return opened if opened is not None else open_model(model_name, weights, device=device, progress=False)
+
+
+def _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
+              n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
+              deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
+              skip_missing, seed, device, no_plots, quiet, main_rank):
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {workers}")
+    if save_maps < 0:
+        raise InputError(f"--save-maps must be 0 or more, got {save_maps}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    formats = ("folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc")
+    if data_format is not None and data_format not in formats:
+        raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
+    method_options = _parse_options(options)
+    from ._common import check_device
+    check_device(device)
+    from ..evaluation import EvalConfig, Interrupted, evaluate as run_evaluation, open_dataset
+    from ..evaluation.distributed import init_from_env
     if skip_missing and methods != "all":
         from ..methods import all_methods
         wanted = [m.strip() for m in methods.split(",") if m.strip()]
         have = all_methods()
         missing = [m for m in wanted if m not in have]
-        if missing:
+        if missing and main_rank:
             click.echo(f"cnnlens: warning: skipping methods not available here: {', '.join(missing)}", err=True)
         methods = ",".join(m for m in wanted if m in have)
         if not methods:
             from ..errors import MethodError
             raise MethodError(f"none of the methods {', '.join(wanted)} is available here")
-    model, name = open_model(model_name, weights, device=device, progress=not quiet)
-    dataset = open_dataset(data, model, n_images=n_images, label_file=label_file, clip_boxes=clip_boxes, seed=seed)
+    dist, device = init_from_env(device)
+    model, name = _open_model_once(dist, model_name, weights, device, progress=not quiet and main_rank)
+    dataset = open_dataset(data, model, format=data_format, n_images=n_images, label_file=label_file,
+                           class_map=class_map, clip_boxes=clip_boxes, seed=seed)
     cfg = EvalConfig(target=target, batch_size=batch_size, score=score, mask_space=mask_space,
                      signed_mode=signed_mode, step=step, deletion_substrate=deletion_substrate,
                      insertion_substrate=insertion_substrate, tolerance=tolerance, iou_rule=iou_rule,
                      iou_threshold=iou_threshold, iou_kind=iou_kind, seed=seed)
-    res = run_evaluation(model, dataset, methods, metrics, layers=layers, out=out, config=cfg,
-                         method_options=_parse_options(options), progress=not quiet, plots=not no_plots,
-                         model_name=name)
+    try:
+        with _StopOnSignal() as stop:
+            res = run_evaluation(model, dataset, methods, metrics, layers=layers, out=out, config=cfg,
+                                 method_options=method_options, progress=not quiet, plots=not no_plots,
+                                 model_name=name, workers=workers, save_maps=save_maps, stop=stop)
+    except Interrupted as exc:
+        signum = exc.signum or signal.SIGINT
+        if dist.is_main:
+            click.echo(f"cnnlens: interrupted by {signal.Signals(signum).name} after the current block; results so "
+                       f"far are in {out}; run the same command again to resume", err=True)
+        sys.stdout.flush()
+        sys.exit(128 + signum)
+    if not dist.is_main:
+        return
     click.echo(f"Conventions: {cfg.conventions()}")
+    if res.skipped:
+        from ..evaluation.tables import skipped_line
+        click.echo(skipped_line(res.skipped))
     click.echo(res.table())
     click.echo(f"Wrote {out}/summary.md, summary.csv, summary.json, results.jsonl" +
                ("" if no_plots else " and plots"), err=True)

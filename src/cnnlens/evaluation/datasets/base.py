@@ -81,6 +81,7 @@ class ImageDataset:
         self.extra = dict(extra or {})
         self.input_size, self.mean, self.std = model_preprocessing(model)
         self.has_boxes = bool(self.entries) and all(e.has_boxes for e in self.entries)
+        self.has_labels = any(e.targets() for e in self.entries)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -102,7 +103,7 @@ class ImageDataset:
 
     def describe(self) -> dict:
         out = {"name": self.name, "format": self.format, "n": len(self), "input_size": list(self.input_size),
-               "clip_boxes": self.clip_boxes, "has_boxes": self.has_boxes, "class_map": self.class_map,
+               "clip_boxes": self.clip_boxes, "has_boxes": self.has_boxes, "has_labels": self.has_labels, "class_map": self.class_map,
                "skipped": dict(self.skipped)}
         out.update(self.extra)
         return out
