@@ -77,8 +77,13 @@ def test_default_blocks_run_from_the_logits_down(lite0):
     assert randomisation_blocks(lite0)[0].modules == ("conv_head", "bn2", "classifier")
     r18 = [b.name for b in randomisation_blocks(torchvision.models.resnet18())]
     assert r18[0] == "fc" and r18[1] == "layer4.1" and r18[-1] == "stem"
-    vgg = randomisation_blocks(torchvision.models.vgg11_bn())
-    assert vgg[-1].modules == ("features.0", "features.1")         # conv + its BN form one block
+    vgg_bn = torch.nn.Sequential()
+    vgg_bn.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                          torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    vgg_bn.pool = torch.nn.AdaptiveAvgPool2d(1)
+    vgg_bn.classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert [b.modules for b in randomisation_blocks(vgg_bn)] == [     # VGG-BN layout: conv + its BN form one block
+        ("classifier.1",), ("features.3", "features.4"), ("features.0", "features.1")]
     custom = randomisation_blocks(lite0, LITE0_COARSE)
     assert [b.modules[0] for b in custom] == ["conv_head", "blocks.4", "conv_stem"]
     from cnnlens.errors import LayerError
@@ -245,7 +250,7 @@ def test_synthetic_random_label_twin_has_its_own_cache_key(tmp_path):
     plain = TrainConfig(arch="vgg")
     assert "permuted" not in plain.key
     assert TrainConfig(arch="vgg", label_permutation_seed=0).key != plain.key
-    twin = synthetic_model("vgg", cache=tmp_path, label_permutation_seed=0, n_train=50, epochs=1)
+    twin = synthetic_model("vgg", cache=tmp_path, label_permutation_seed=0, n_train=50, epochs=1, size=32)
     files = sorted(p.name for p in (tmp_path / "synthetic").iterdir())
     assert any("permuted0" in f for f in files)
     report = json.loads(next((tmp_path / "synthetic").glob("*.json")).read_text())

@@ -55,7 +55,7 @@ def _entries(methods: str, composite, options):
     return entries
 
 
-def _load(model_name: str, weights, device: str):
+def _load(model_name: str, weights, device: str, progress: bool):
     """(model, print_warnings, synthetic arch or None)."""
     if model_name.startswith("synthetic-"):
         from ..data.synthetic import ARCHS, synthetic_model
@@ -66,12 +66,12 @@ def _load(model_name: str, weights, device: str):
                              f"{', '.join('synthetic-' + a for a in sorted(ARCHS))}")
         if weights is not None:
             raise ModelError("synthetic models take no --weights (they are trained and cached by cnnlens)")
-        return synthetic_model(arch, progress=True).to(device), (lambda: None), arch
+        return synthetic_model(arch, progress=progress).to(device), (lambda: None), arch
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
     return model, print_warnings, None
 
 
-def _twin(model, arch, path, device):
+def _twin(model, arch, path, device, progress: bool):
     import torch
 
     from ..data.synthetic import synthetic_model
@@ -80,7 +80,7 @@ def _twin(model, arch, path, device):
         if path is not None:
             from ..errors import ModelError
             raise ModelError("synthetic models train their random-label twin themselves; drop --random-label-weights")
-        return synthetic_model(arch, label_permutation_seed=0, progress=True).to(device)
+        return synthetic_model(arch, label_permutation_seed=0, progress=progress).to(device)
     import copy
     twin = copy.deepcopy(model)
     load_state_dict_strict(twin, safe_load_state_dict(path), str(path))
@@ -138,11 +138,11 @@ def sanity_cmd(images, model_name, weights, methods, mode, layer, target, blocks
     if random_label_weights is not None and "data" not in modes:
         raise InputError("--random-label-weights is used by --mode data or all only")
     block_names = [b.strip() for b in blocks.split(",") if b.strip()] if blocks is not None else None
-    model, print_warnings, arch = _load(model_name, weights, device)
+    model, print_warnings, arch = _load(model_name, weights, device, not quiet)
     if "data" in modes and arch is None and random_label_weights is None:
         raise InputError(f"--mode {mode} needs --random-label-weights FILE: the same architecture trained on "
                          f"permuted labels (cnnlens trains that twin itself only for the synthetic nets)")
-    twin = _twin(model, arch, random_label_weights, device) if "data" in modes else None
+    twin = _twin(model, arch, random_label_weights, device, not quiet) if "data" in modes else None
     xs = [load_image(src, model, crop=not no_crop) for src in images]
     x = torch.cat(xs)
     report = run_sanity(model, x, entries, target=parse_target(target), layer=layer, modes=modes, seed=seed,

@@ -36,8 +36,7 @@ def summary_table(report: SanityReport) -> str:
             v = verdicts[e.label].get(mode)
             if v is None:
                 continue
-            s = report.scores[e.label][mode]
-            means = {k: _nanmean(s[k][-1]) for k in METRICS}
+            means = {k: rows[-1] for k, rows in report.step_means(e.label, mode).items()}
             lay = report.layers[e.label]
             lay = ", ".join(lay) if isinstance(lay, (list, tuple)) and len(lay) <= 3 else (
                 f"{len(lay)} layers" if isinstance(lay, (list, tuple)) else (lay or "input"))
@@ -48,12 +47,6 @@ def summary_table(report: SanityReport) -> str:
                          + (f" {_fmt(v.get('statistic_first_block'))} |" if first else ""))
         lines.append("")
     return "\n".join(lines)
-
-
-def _nanmean(row) -> float:
-    a = np.asarray(row, dtype=float)
-    a = a[~np.isnan(a)]
-    return float(a.mean()) if a.size else float("nan")
 
 
 def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np.ndarray], image_names: Sequence[str],
@@ -122,8 +115,7 @@ def _similarity_plot(report: SanityReport, mode: str, path: Path) -> Path:
     for j, metric in enumerate(METRICS):
         ax = axes[0][j]
         for i, e in enumerate(report.methods):
-            t = report.scores[e.label][mode][metric].numpy()
-            mean = np.array([1.0] + [_nanmean(r) for r in t])
+            mean = np.array([1.0] + report.step_means(e.label, mode)[metric])
             ax.plot(xs, mean, marker="o", ms=3, lw=1.2, color=cmap(i % 10), ls=styles[(i // 10) % 4],
                     label=e.label)
         ax.axhline(0.0, color="0.6", lw=0.6)
@@ -135,5 +127,6 @@ def _similarity_plot(report: SanityReport, mode: str, path: Path) -> Path:
         ax.set_ylim(-1.05, 1.05)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     what = "cascading (cumulative, from the logits down)" if mode == "cascade" else "independent (one block alone)"
-    fig.suptitle(f"{what} randomisation: similarity to the trained model's map (mean over images)", fontsize=10)
+    fig.suptitle(f"{what} randomisation: similarity to the trained model's map (mean over images; dashed: the "
+                 f"verdict threshold)", fontsize=10)
     return save_figure(fig, path)

@@ -91,6 +91,16 @@ class SanityReport:
 
     original_constant: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def step_means(self, label: str, mode: str) -> dict[str, list[float]]:
+        """Per metric, the mean over the images at every step, by the verdict's rule: images whose original map is
+        constant are left out, a similarity that is undefined because the randomised map is constant counts as 0."""
+        keep = ~self.original_constant[label]
+        out = {}
+        for metric, t in self.scores[label][mode].items():
+            vals = torch.nan_to_num(t.double(), nan=0.0)[:, keep]
+            out[metric] = [float(r.mean()) if r.numel() else float("nan") for r in vals]
+        return out
+
     def to_json(self) -> dict:
         """A JSON-serialisable summary (sanity.json)."""
         def clean(v: float) -> float | None:
@@ -98,7 +108,9 @@ class SanityReport:
         return {
             "seed": self.seed, "threshold": self.threshold,
             "verdict_rule": "mean over images of max(spearman, spearman_abs) after randomising every block (cascade) "
-                            "or with the random-label twin (data); passes when below the threshold",
+                            "or with the random-label twin (data); passes when below the threshold. Images whose "
+                            "original map is constant are left out; an undefined similarity (constant randomised "
+                            "map) counts as 0 in the means",
             "targets": self.targets.tolist(),
             "blocks": [{"name": b.name, "modules": list(b.modules)} for b in self.blocks],
             "fallback_initialised_layers": self.fallback_layers,
@@ -109,16 +121,12 @@ class SanityReport:
                          "scores": {mode: {metric: [[clean(v) for v in row] for row in t.tolist()]
                                            for metric, t in per.items()}
                                     for mode, per in self.scores[m.label].items()},
-                         "mean_scores": {mode: {metric: [clean(_nanmean(row)) for row in t]
-                                                for metric, t in per.items()}
-                                         for mode, per in self.scores[m.label].items()}}
+                         "mean_scores": {mode: {metric: [clean(v) for v in rows]
+                                                for metric, rows in self.step_means(m.label, mode).items()}
+                                         for mode in self.scores[m.label]},
+                         "constant_original_maps": int(self.original_constant[m.label].sum())}
                         for m in self.methods],
         }
-
-
-def _nanmean(row: torch.Tensor) -> float:
-    ok = ~torch.isnan(row)
-    return float(row[ok].mean()) if bool(ok.any()) else float("nan")
 
 
 def verdict(spearman: torch.Tensor, spearman_abs: torch.Tensor, original_constant: torch.Tensor,
