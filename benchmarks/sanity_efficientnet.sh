@@ -14,5 +14,6 @@ LRP=$(for c in $COMPOSITES; do printf 'lrp@%s,' "$c"; done)
 cnnlens sanity chelsea coffee astronaut rocket motorcycle_left --model efficientnet_lite0 --blocks "$BLOCKS" --quiet \
     --methods "grad-cam,grad-cam++,xgrad-cam,layer-cam,relevance-cam,sglrp,clrp,deep-taylor,sr-map,${LRP%,}" \
     --option sr-map:working_size=128 --out "$OUT/cheap"
-cnnlens sanity chelsea --model efficientnet_lite0 --blocks "$BLOCKS" --quiet --methods sise,score-cam,rise \
+cnnlens sanity chelsea --model efficientnet_lite0 --blocks "conv_stem+bn1+blocks,conv_head+bn2+classifier" --quiet \
+    --methods sise,score-cam,rise \
     --option rise:n_masks=250 --out "$OUT/costly"

@@ -31,7 +31,7 @@ def table(paths: list[str]) -> str:
             layer = "input" if layer is None else (f"{len(layer)} block outputs" if isinstance(layer, list) else layer)
             stat = "—" if v["statistic"] is None else f"{v['statistic']:.2f}"
             first = v.get("statistic_first_block")
-            lines.append(f"| {label} | {layer} | {', '.join(data['images'])} | **{v['verdict']}** | {stat} | "
+            lines.append(f"| {label} | {layer} | {len(data['images'])} | **{v['verdict']}** | {stat} | "
                          f"{means['spearman']:.2f} | {means['spearman_abs']:.2f} | {means['ssim']:.2f} | "
                          f"{means['hog']:.2f} | {'—' if first is None else f'{first:.2f}'} |")
     return "\n".join(lines)

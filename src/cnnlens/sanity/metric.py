@@ -52,6 +52,10 @@ def model_randomisation_score(model: nn.Module, x: torch.Tensor, target, method:
     already computed (saves one explanation). ``model`` is not changed.
     """
     from ..api import explain
+    from ..errors import InputError
+    if original_raw is not None and target is None:
+        raise InputError("model_randomisation_score: pass the targets of original_raw (the randomised model's own "
+                         "top-1 would be another class)")
     opts = dict(options or {})
     size = (int(x.shape[-2]), int(x.shape[-1]))
     if original_raw is None:
