@@ -293,3 +293,24 @@ def test_cli_sanity_bad_input(tmp_path, args, message):
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_cli_sanity_random_label_weights(tmp_path):
+    """A user's twin: a state dict of the same architecture (here another random init), and one that does not fit."""
+    import torchvision
+    torch.manual_seed(5)
+    twin = tmp_path / "twin.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), twin)
+    out = tmp_path / "out"
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--mode", "data", "--random-label-weights", str(twin),
+               "--methods", "grad-cam", "--quiet", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "sanity.json").read_text())
+    assert data["steps"] == {"data": ["random labels"]} and "data" in data["methods"][0]["verdict"]
+    assert "random-label twin" in (out / "summary.md").read_text()
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--mode", "data", "--random-label-weights", str(bad),
+               "--methods", "grad-cam", "--quiet", "--out", str(tmp_path / "out2"))
+    assert res.exit_code == 2 and "do not fit" in res.output
+    assert not (tmp_path / "out2").exists()

@@ -90,7 +90,8 @@ def _twin(model, arch, path, device, progress: bool):
 
 @main.command("sanity")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--model", "model_name", required=True, help="Model name (a zoo name, synthetic-vgg or synthetic-resnet).")
+@click.option("--model", "model_name", required=True,
+              help="Model name (a zoo name, synthetic-vgg or synthetic-resnet).")
 @click.option("--weights", type=str, default=None, help="Local state-dict file (loaded with weights_only=True).")
 @click.option("--methods", default="grad-cam", show_default=True,
               help="Comma-separated methods ('all' = every method); NAME@COMPOSITE picks an LRP composite.")
@@ -99,8 +100,9 @@ def _twin(model, arch, path, device, progress: bool):
 @click.option("--layer", default=None, help="Layer for CAMs (default: the model's default CAM layer), the same for "
                                             "every randomised model.")
 @click.option("--target", default=None, help="Class index or name (default: each image's top-1 on the trained model).")
-@click.option("--blocks", default=None, help="Comma-separated module names, one per randomisation block, in forward "
-                                             "order (default: the model's top-level blocks).")
+@click.option("--blocks", default=None, help="Comma-separated randomisation blocks in forward order, each a module "
+                                             "name or names joined by + (e.g. conv1+bn1,layer1,fc); default: the "
+                                             "model's top-level blocks.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the re-initialisation.")
 @click.option("--threshold", type=float, default=0.5, show_default=True,
               help="A method fails when its mean max(ρ, ρ_abs) after full randomisation is at least this.")

@@ -188,7 +188,7 @@ def fallback_layers(model: nn.Module, blocks: Sequence[Block]) -> list[str]:
 
 
 def model_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` (same device, dtype, eval/train flags), detached from autograd."""
+    """A deep copy of ``model`` (same device, dtype and flags); the randomisation changes only this copy."""
     try:
         clone = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - any failure to copy is the same user-facing problem

@@ -50,7 +50,8 @@ def summary_table(report: SanityReport) -> str:
 
 
 def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np.ndarray], image_names: Sequence[str],
-                  *, model_name: str, class_names: Sequence[str] | None = None, command: str | None = None) -> list[Path]:
+                  *, model_name: str, class_names: Sequence[str] | None = None,
+                  command: str | None = None) -> list[Path]:
     """Write sanity.json, summary.md, maps_<image>.png (cascade) and similarity_<mode>.png into ``out_dir``."""
     from ..viz import grid_figure, write_text_atomic
     out = Path(out_dir)

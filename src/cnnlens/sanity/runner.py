@@ -69,6 +69,7 @@ class SanityReport:
     seed: int
     threshold: float
     fallback_layers: list[str] = field(default_factory=list)
+    original_constant: dict[str, torch.Tensor] = field(default_factory=dict)   # label → (N,) bool
 
     def verdicts(self) -> dict[str, dict[str, dict]]:
         """label → test ("cascade"/"data") → {verdict, statistic, threshold, n_images, n_excluded, per_image}."""
@@ -89,8 +90,6 @@ class SanityReport:
             out[entry.label] = per
         return out
 
-    original_constant: dict[str, torch.Tensor] = field(default_factory=dict)
-
     def step_means(self, label: str, mode: str) -> dict[str, list[float]]:
         """Per metric, the mean over the images at every step, by the verdict's rule: images whose original map is
         constant are left out, a similarity that is undefined because the randomised map is constant counts as 0."""
@@ -105,6 +104,7 @@ class SanityReport:
         """A JSON-serialisable summary (sanity.json)."""
         def clean(v: float) -> float | None:
             return None if math.isnan(v) else float(v)
+        verdicts = self.verdicts()
         return {
             "seed": self.seed, "threshold": self.threshold,
             "verdict_rule": "mean over images of max(spearman, spearman_abs) after randomising every block (cascade) "
@@ -117,7 +117,7 @@ class SanityReport:
             "steps": self.steps,
             "methods": [{"label": m.label, "method": m.method, "options": m.options, "layer": self.layers[m.label],
                          "signed": self.signed[m.label], "seconds": round(self.seconds[m.label], 3),
-                         "verdict": self.verdicts()[m.label],
+                         "verdict": verdicts[m.label],
                          "scores": {mode: {metric: [[clean(v) for v in row] for row in t.tolist()]
                                            for metric, t in per.items()}
                                     for mode, per in self.scores[m.label].items()},
