@@ -88,13 +88,12 @@ def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np
             for i, (img, name) in enumerate(zip(images, image_names)):
                 if mode != "cascade":
                     continue
-                cols = ["trained"] + [f"→ {s}" for s in report.steps[mode]]
+                cols = [f"trained · {name} · {data['target_names'][i]}"[:40]] + \
+                    [f"→ {s}".replace("+", "+\n") for s in report.steps[mode]]
                 cells = [[report.maps[lab]["original"][i]] + [m[i] for m in report.maps[lab][mode]] for lab in labels]
                 sg = [[report.signed[lab]] * len(cols) for lab in labels]
                 path = out / f"maps_{mode}_{_stem(name, i)}.png"
-                grid_figure([img], labels, cols, cells, path, signed=sg, show_input=False, alpha=0.65,
-                            title=f"cascading randomisation · {name} · "
-                                  f"target {data['target_names'][i]}")
+                grid_figure([img], labels, cols, cells, path, signed=sg, show_input=False, alpha=0.65)
                 written.append(path)
         written.append(_similarity_plot(report, mode, out / f"similarity_{mode}.png"))
     return written
