@@ -266,8 +266,8 @@ def _cli(*args):
 
 def test_cli_sanity_happy_path(tmp_path):
     out = tmp_path / "out"
-    blocks = ["conv_stem+bn1+blocks", "conv_head+bn2+classifier"]
-    res = _cli("sanity", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,lrp@epsilon-plus",
+    blocks = ["conv1+bn1+layer1+layer2+layer3", "layer4+fc"]
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--methods", "grad-cam,lrp@epsilon-plus",
                "--blocks", ",".join(blocks), "--quiet", "--out", str(out))
     assert res.exit_code == 0, res.output
     assert "grad-cam" in res.output and "cascade" in res.output
@@ -276,20 +276,20 @@ def test_cli_sanity_happy_path(tmp_path):
     assert data["methods"][1]["options"] == {"composite": "epsilon-plus"}
     assert data["steps"]["cascade"] == list(reversed(blocks))
     assert (out / "maps_cascade_chelsea.png").is_file() and (out / "similarity_cascade.png").is_file()
-    assert "| `grad-cam` | bn2 |" in (out / "summary.md").read_text()
+    assert "| `grad-cam` | layer4 |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
     (["missing.png", "--methods", "grad-cam"], "missing.png"),
     (["chelsea", "--methods", "grad-cam,nope"], "unknown method"),
     (["chelsea", "--methods", "grad-cam", "--mode", "data"], "--random-label-weights"),
-    (["chelsea", "--methods", "grad-cam", "--blocks", "conv_stem,nope"], "no such module"),
+    (["chelsea", "--methods", "grad-cam", "--blocks", "conv1,nope"], "no such module"),
     (["chelsea", "--methods", "grad-cam@dtd"], "takes no composite"),
     (["chelsea", "--methods", "grad-cam", "--option", "n_masks=3"], "none of the listed methods"),
 ])
 def test_cli_sanity_bad_input(tmp_path, args, message):
     out = tmp_path / "out"
-    res = _cli("sanity", *args, "--model", "efficientnet_lite0", "--quiet", "--out", str(out))
+    res = _cli("sanity", *args, "--model", "resnet18", "--quiet", "--out", str(out))
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
