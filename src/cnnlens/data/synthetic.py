@@ -219,11 +219,15 @@ class TrainConfig:
     epochs: int = 4
     batch_size: int = 50
     lr: float = 3e-3
+    #: None: the true labels. An int: train on the labels randomly permuted across the training scenes with this seed
+    #: (the data-randomisation twin of Adebayo et al. 2018, §3.2).
+    label_permutation_seed: int | None = None
 
     @property
     def key(self) -> str:
+        permuted = "" if self.label_permutation_seed is None else f"-permuted{self.label_permutation_seed}"
         return (f"synthetic-{self.arch}-{self.size}px-k{self.num_classes}-seed{self.seed}-n{self.n_train}"
-                f"-e{self.epochs}-b{self.batch_size}-lr{self.lr:g}-v{CACHE_VERSION}")
+                f"-e{self.epochs}-b{self.batch_size}-lr{self.lr:g}{permuted}-v{CACHE_VERSION}")
 
 
 def train_synthetic(cfg: TrainConfig, progress: bool = False) -> tuple[nn.Module, dict]:
@@ -241,6 +245,8 @@ def _train(cfg: TrainConfig, progress: bool) -> tuple[nn.Module, dict]:
     model = ARCHS[cfg.arch](cfg.num_classes)
     data = SyntheticScenes(cfg.n_train, size=cfg.size, num_classes=cfg.num_classes, seed=cfg.seed, split="train")
     x, y = data.batch(0, cfg.n_train)
+    if cfg.label_permutation_seed is not None:
+        y = y[torch.randperm(cfg.n_train, generator=torch.Generator().manual_seed(cfg.label_permutation_seed))]
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * math.ceil(cfg.n_train / cfg.batch_size)
@@ -269,11 +275,15 @@ def _train(cfg: TrainConfig, progress: bool) -> tuple[nn.Module, dict]:
     xt, yt = test.batch(0, 500)
     with torch.inference_mode():
         acc = float((model(xt).argmax(1) == yt).float().mean())
-    return model, {"config": cfg.__dict__, "test_accuracy": acc, "train_seconds": time.perf_counter() - t0}
+        n_fit = min(cfg.n_train, 500)
+        fit = float((model(x[:n_fit]).argmax(1) == y[:n_fit]).float().mean())
+    return model, {"config": cfg.__dict__, "test_accuracy": acc, "train_accuracy": fit,
+                   "train_seconds": time.perf_counter() - t0}
 
 
 def _attach_meta(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    model.cnnlens_meta = SyntheticMeta(f"synthetic-{cfg.arch}", tuple(SHAPES[:cfg.num_classes]),
+    suffix = "" if cfg.label_permutation_seed is None else "-random-labels"
+    model.cnnlens_meta = SyntheticMeta(f"synthetic-{cfg.arch}{suffix}", tuple(SHAPES[:cfg.num_classes]),
                                        input_size=(3, cfg.size, cfg.size))
     return model.eval()
 
@@ -281,7 +291,8 @@ def _attach_meta(model: nn.Module, cfg: TrainConfig) -> nn.Module:
 def synthetic_model(arch: str = "vgg", *, cache: str | Path | None = None, retrain: bool = False,
                     progress: bool = False, **config) -> nn.Module:
     """The trained synthetic net ``arch`` ("vgg" or "resnet"), from the cache or trained now (then cached).
-    ``config`` overrides :class:`TrainConfig` fields (size, num_classes, seed, n_train, epochs, ...)."""
+    ``config`` overrides :class:`TrainConfig` fields (size, num_classes, seed, n_train, epochs, ...);
+    ``label_permutation_seed=0`` gives the twin trained on permuted labels (cached under its own key)."""
     cfg = TrainConfig(arch=arch, **config)
     if arch not in ARCHS:
         raise ModelError(f"unknown synthetic architecture {arch!r}; choose from {sorted(ARCHS)}")

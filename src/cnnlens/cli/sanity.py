@@ -1,0 +1,164 @@
+"""``cnnlens sanity``: model- and data-randomisation sanity checks (Adebayo et al. 2018) for several methods."""
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from . import main
+from ._common import check_device, load_model_quietly, parse_option_values, parse_target
+
+
+def _split_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+    """``KEY=VALUE`` (every listed method that has KEY) and ``METHOD:KEY=VALUE`` (that method only)."""
+    shared, per = [], {}
+    for item in items:
+        head = item.split("=", 1)[0]
+        if ":" in head:
+            method, rest = item.split(":", 1)
+            per.setdefault(method.strip(), []).append(rest)
+        else:
+            shared.append(item)
+    return parse_option_values(tuple(shared)), {m: parse_option_values(tuple(v)) for m, v in per.items()}
+
+
+def _entries(methods: str, composite, options):
+    from ..errors import MethodError
+    from ..methods import all_methods, get_method
+    from ..sanity.runner import parse_method
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if names == ["all"]:
+        names = list(all_methods())
+    if not names:
+        raise MethodError("--methods is empty")
+    shared, per = _split_options(options)
+    if composite is not None:
+        shared["composite"] = composite
+    listed = {n.partition("@")[0] for n in names}
+    for m in per:
+        if m not in listed and m not in names:
+            raise MethodError(f"--option {m}:...: {m!r} is not among --methods")
+    for key in shared:
+        if not any(key in get_method(n).option_names() for n in listed):
+            raise MethodError(f"--option/--composite {key!r}: none of the listed methods has that option")
+    entries = []
+    for n in names:
+        spec = get_method(n.partition("@")[0])
+        opts = {k: v for k, v in shared.items() if k in spec.option_names()}
+        if "@" in n:
+            opts.pop("composite", None)
+        opts.update(per.get(n, {}))
+        if n != spec.name:
+            opts.update(per.get(spec.name, {}))
+        entries.append(parse_method(n, opts))
+    return entries
+
+
+def _load(model_name: str, weights, device: str, progress: bool):
+    """(model, print_warnings, synthetic arch or None)."""
+    if model_name.startswith("synthetic-"):
+        from ..data.synthetic import ARCHS, synthetic_model
+        from ..errors import ModelError
+        arch = model_name[len("synthetic-"):]
+        if arch not in ARCHS:
+            raise ModelError(f"unknown synthetic model {model_name!r}; choose from "
+                             f"{', '.join('synthetic-' + a for a in sorted(ARCHS))}")
+        if weights is not None:
+            raise ModelError("synthetic models take no --weights (they are trained and cached by cnnlens)")
+        return synthetic_model(arch, progress=progress).to(device), (lambda: None), arch
+    model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
+    return model, print_warnings, None
+
+
+def _twin(model, arch, path, device, progress: bool):
+    import torch
+
+    from ..data.synthetic import synthetic_model
+    from ..models.zoo import load_state_dict_strict, safe_load_state_dict
+    if arch is not None:
+        if path is not None:
+            from ..errors import ModelError
+            raise ModelError("synthetic models train their random-label twin themselves; drop --random-label-weights")
+        return synthetic_model(arch, label_permutation_seed=0, progress=progress).to(device)
+    import copy
+    twin = copy.deepcopy(model)
+    load_state_dict_strict(twin, safe_load_state_dict(path), str(path))
+    twin.eval()
+    return twin.to(torch.device(device))
+
+
+@main.command("sanity")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_name", required=True,
+              help="Model name (a zoo name, synthetic-vgg or synthetic-resnet).")
+@click.option("--weights", type=str, default=None, help="Local state-dict file (loaded with weights_only=True).")
+@click.option("--methods", default="grad-cam", show_default=True,
+              help="Comma-separated methods ('all' = every method); NAME@COMPOSITE picks an LRP composite.")
+@click.option("--mode", type=click.Choice(["cascade", "independent", "data", "all"]), default="cascade",
+              show_default=True, help="Randomisation test; 'all' runs the three.")
+@click.option("--layer", default=None, help="Layer for CAMs (default: the model's default CAM layer), the same for "
+                                            "every randomised model.")
+@click.option("--target", default=None, help="Class index or name (default: each image's top-1 on the trained model).")
+@click.option("--blocks", default=None, help="Comma-separated randomisation blocks in forward order, each a module "
+                                             "name or names joined by + (e.g. conv1+bn1,layer1,fc); default: the "
+                                             "model's top-level blocks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the re-initialisation.")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="A method fails when its mean max(ρ, ρ_abs) after full randomisation is at least this.")
+@click.option("--random-label-weights", "random_label_weights", default=None,
+              help="State dict of the same architecture trained on permuted labels (mode data).")
+@click.option("--composite", default=None, help="LRP composite for the LRP-based methods.")
+@click.option("--option", "options", multiple=True, metavar="[METHOD:]KEY=VALUE",
+              help="Method option, for every listed method that has it or for METHOD only.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--no-crop", is_flag=True, help="Resize the whole image instead of resize + centre crop.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sanity_cmd(images, model_name, weights, methods, mode, layer, target, blocks, seed, threshold,
+               random_label_weights, composite, options, out_dir, device, no_crop, quiet):
+    """Do the methods' maps depend on the model? Randomise the model (cascading / independent) or its training
+    labels (data) and compare every map with the trained model's; write sanity.json, summary.md and figures.
+
+    \b
+    Examples:
+      cnnlens sanity chelsea coffee --model efficientnet_lite0 --methods grad-cam,lrp@epsilon-plus --out sanity/
+      cnnlens sanity cat.jpg --model resnet50 --weights r50.pth --random-label-weights r50_random.pth \\
+          --methods grad-cam,relevance-cam --mode all --out sanity/
+    """
+    import torch
+
+    from ..data.images import load_image
+    from ..errors import InputError
+    from ..models.preprocessing import unnormalize
+    from ..sanity.report import write_outputs
+    from ..sanity.runner import run_sanity
+
+    device = check_device(device)
+    entries = _entries(methods, composite, options)
+    modes = ["cascade", "independent", "data"] if mode == "all" else [mode]
+    if random_label_weights is not None and "data" not in modes:
+        raise InputError("--random-label-weights is used by --mode data or all only")
+    block_names = [b.strip() for b in blocks.split(",") if b.strip()] if blocks is not None else None
+    model, print_warnings, arch = _load(model_name, weights, device, not quiet)
+    if "data" in modes and arch is None and random_label_weights is None:
+        raise InputError(f"--mode {mode} needs --random-label-weights FILE: the same architecture trained on "
+                         f"permuted labels (cnnlens trains that twin itself only for the synthetic nets)")
+    twin = _twin(model, arch, random_label_weights, device, not quiet) if "data" in modes else None
+    xs = [load_image(src, model, crop=not no_crop) for src in images]
+    x = torch.cat(xs)
+    report = run_sanity(model, x, entries, target=parse_target(target), layer=layer, modes=modes, seed=seed,
+                        blocks=block_names, random_label_model=twin, threshold=threshold, progress=not quiet)
+    print_warnings()
+    imgs = [unnormalize(xi, model)[0] for xi in xs]
+    meta = getattr(model, "cnnlens_meta", None)
+    names = getattr(meta, "class_names", None)
+    command = "cnnlens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and \
+        sys.argv[0].endswith("cnnlens") else None
+    written = write_outputs(report, out_dir, imgs, list(images), model_name=model_name, class_names=names,
+                            command=command)
+    for label, per in report.verdicts().items():
+        for test, v in per.items():
+            stat = "—" if v["statistic"] is None else f"{v['statistic']:.2f}"
+            click.echo(f"{label:28} {test:8} {v['verdict']:12} mean max(ρ, ρ_abs) = {stat} (threshold {threshold:g})")
+    click.echo(f"wrote {len(written)} file(s) to {out_dir}")
