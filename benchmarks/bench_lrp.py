@@ -7,7 +7,8 @@ subprocess for the memory figure (peak RSS, VmHWM, after − before one pass); t
 in one process so that load from other processes hits every configuration alike.
 
     python benchmarks/bench_lrp.py [--models resnet50 vgg16] [--repeat 3] [--batch 8] [--size 224] [--threads 2]\n                                   [--configs ...] [--no-memory]
-                                   [--device cpu|cuda]   (cuda: synchronised timing, peak CUDA allocation instead of RSS)
+                                   [--device cpu|cuda]
+(cuda: synchronised timing; the memory figure is the peak CUDA allocation instead of RSS)
 """
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def main() -> None:
         return
     from _timing import memory_label
     mem_label = memory_label(args.device)
-    print(f"LRP epsilon-plus, batch {args.batch}, {args.size} px, {args.device.upper()}, float32, {args.threads} threads; time: median of "
+    print(f"LRP epsilon-plus, batch {args.batch}, {args.size} px, {args.device.upper()}, float32, {args.threads} "
+          f"threads; time: median of "
           f"{args.repeat} round-robin repeats after 1 warm-up, all configs in one process; memory: peak-RSS increase of "
           f"one pass over torch+model+input(+one no-grad forward), each config in its own process"
           + ("" if args.device == "cpu" else f" ({mem_label})"))

@@ -64,7 +64,8 @@ def run(method: str, counts: list[int], size: int, batch: int, device: str = "cp
     rows = []
     for count in counts:
         out = subprocess.run([sys.executable, __file__, "--worker", method, str(count), "--size", str(size),
-                              "--batch", str(batch), "--device", device], check=True, capture_output=True, text=True).stdout
+                              "--batch", str(batch), "--device", device], check=True, capture_output=True,
+                             text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     label = "peak RSS" if device == "cpu" else f"peak CUDA allocated ({device})"
     print(f"{label}, {method} on a 1024-map tap at {size} px, chunk {rows[0]['chunk']} (fresh subprocess each):")
