@@ -72,6 +72,8 @@ STEPS = [
     Step("bench_memory", "bench_memory.py", [], ["--size", "32", "--batch", "8"], 60, r"growth"),
     Step("layer_energy", "layer_energy.py", ["--models", "efficientnet_lite0"],
          ["--models", "efficientnet_lite0", "--methods", "grad-cam"], 60, r"targets"),
+    Step("bench_evaluate", "bench_evaluate.py", ["--costs", "--costs-all", "--no-torchrun", "--images", "32"],
+         ["--images", "4", "--no-torchrun"], 120, r"images/s|ms/map|loader"),
     Step("bench_cli", "bench_cli.py", ["--repeat", "3"], ["--repeat", "1"], 60, r"worst CLI ratio"),
 ]
 
