@@ -132,7 +132,9 @@
       } else {
         var gl = layerOrder(mt);
         var t = el("table", { cls: "grid", id: "grid" });
-        var cellW = Math.max(96, Math.min(200, Math.floor(900 / Math.max(1, methods.length)) - 8));
+        // every method column fits the view's width (row labels ≈ 150 px, 6 px spacing); below 80 px it scrolls
+        var avail = (view.clientWidth || 900) - 34 - 150;
+        var cellW = Math.max(80, Math.min(200, Math.floor(avail / Math.max(1, methods.length)) - 6));
         t.style.setProperty("--cell", cellW + "px");
         t.appendChild(el("tr", null, el("th"), methods.map(function (x) { return el("th", { text: x }); })));
         gl.forEach(function (layer) {
@@ -348,7 +350,7 @@
           var r = same.filter(function (q) { return q.method === m && q.layer === l; })[0];
           if (!r) { tr.appendChild(el("td", { cls: "detail-cell" }, "—")); return; }
           var pic = (img && r.map !== null && r.map !== undefined) ? overlay(img, D.maps[r.map], "", m + " " + l, D.signed[m])
-            : el("div", { cls: "nomap-note", text: "map not stored (the run keeps maps for its first images only)" });
+            : el("div", { cls: "nomap-note", text: "map not stored (the run saved maps for its first --save-maps images)" });
           var mv = el("div", { cls: "mv" });
           order.forEach(function (k, j) {
             var v = r.values[j];
