@@ -212,6 +212,29 @@ def test_no_boxes_page_says_na_no_boxes_without_errors(driver, no_boxes):
     _clean(driver)
 
 
+@browser
+@pytest.mark.parametrize("run", ["boxes", "no_boxes"])
+def test_summary_highlights_a_best_value_only_where_it_wins(driver, run, request):
+    """Bold green marks the best method per layer; where every method ties (e.g. all 100 %), none is marked."""
+    out = request.getfixturevalue(run)
+    _open(driver, out / "report.html")
+    cells = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#summary-table tbody tr')).map(r => "
+        "[r.children[1].textContent, Array.from(r.children).slice(3, -1).map(td => [td.className, "
+        "td.firstChild ? td.firstChild.textContent : ''])]);")
+    by_layer: dict = {}
+    for layer, tds in cells:
+        by_layer.setdefault(layer, []).append(tds)
+    for layer, rows in by_layer.items():
+        for j in range(len(rows[0])):
+            shown = [row[j][1] for row in rows]
+            marked = [row[j][0] == "best" for row in rows]
+            if len(set(shown)) == 1:
+                assert not any(marked), (layer, j, shown)
+            elif not shown[0].startswith("n/a"):
+                assert any(marked), (layer, j, shown)
+
+
 # ------------------------------------------------------------------------------------------ torchrun
 @pytest.mark.slow
 def test_torchrun_writes_one_report_after_the_merge(cache, tmp_path):

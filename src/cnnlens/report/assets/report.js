@@ -197,6 +197,12 @@
         if (b === undefined || (M[k].higher_is_better ? c.mean > b : c.mean < b)) best[key] = c.mean;
       });
     });
+    // a best value every row of the layer shares (all tied) is no winner: not highlighted
+    var tied = {};
+    Object.keys(best).forEach(function (key) {
+      var parts = key.split("|"), layer = parts[0], k = parts.slice(1).join("|");
+      tied[key] = D.rows.every(function (r) { var c = r[k]; return String(r.layer) !== layer || !c || c.mean === null || c.mean === undefined || c.mean === best[key]; });
+    });
     var multi = D.rows.length > 1 && uniq(D.rows.map(function (r) { return r.method; })).length > 1;
     var tb = el("tbody"), prevLayer = null;
     D.rows.slice().sort(function (a, b) { return D.layers.indexOf(String(a.layer)) - D.layers.indexOf(String(b.layer)) || D.methods.indexOf(a.method) - D.methods.indexOf(b.method); })
@@ -206,7 +212,7 @@
         order.forEach(function (k) {
           var c = r[k];
           if (!c || c.mean === null || c.mean === undefined) { tr.appendChild(el("td", { cls: "na", text: c && c.na ? "n/a (" + c.na + ")" : "n/a" })); return; }
-          var isBest = multi && best[r.layer + "|" + k] === c.mean;
+          var isBest = multi && best[r.layer + "|" + k] === c.mean && !tied[r.layer + "|" + k];
           tr.appendChild(el("td", { cls: isBest ? "best" : "", title: "n = " + c.n }, fmt(c.mean, M[k].unit), el("span", { cls: "se", text: " ± " + fmt(c.se, M[k].unit) })));
         });
         tr.appendChild(el("td", { text: r.seconds !== undefined && r.seconds !== null ? r.seconds.toPrecision(2) : "" }));
@@ -221,7 +227,7 @@
       var why = typeof skipped === "object" ? " (" + Object.keys(skipped).filter(function (k) { return skipped[k]; }).map(function (k) { return k.replace(/_/g, " ") + ": " + skipped[k]; }).join(", ") + ")" : "";
       sec.appendChild(el("p", { cls: "small warn", id: "skipped", text: nSkipped + " image" + (nSkipped === 1 ? "" : "s") + " of the dataset skipped" + why + "." }));
     }
-    sec.appendChild(el("p", { cls: "small muted" }, "↑ higher is better, ↓ lower is better; best per layer in bold green. Hover a column for its definition."));
+    sec.appendChild(el("p", { cls: "small muted" }, "↑ higher is better, ↓ lower is better; best per layer in bold green (none where all tie). Hover a column for its definition."));
     var conv = el("div", { cls: "card", id: "conventions" }, el("h3", { text: "Conventions" }), el("p", { cls: "small", style: "margin-top:0", text: D.conventions || "—" }));
     var dl = el("dl", { cls: "metrics" });
     order.forEach(function (k) { dl.appendChild(el("dt", null, headLabel(k))); dl.appendChild(el("dd", { text: M[k].description || "" })); });
