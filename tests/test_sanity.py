@@ -373,3 +373,4 @@ def test_evaluate_model_randomisation_metric(tmp_path):
     assert strip(again.records) == strip(res.records)
     assert "model-randomisation" not in [s.name for s in resolve_metrics("all")]
     assert resolve_metrics("model-randomization")[0].header == "model-randomisation ↓"
+    assert [s.name for s in resolve_metrics("all,model-randomisation")][-1] == "model-randomisation"

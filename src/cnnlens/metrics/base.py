@@ -88,12 +88,13 @@ def all_metrics() -> dict[str, MetricSpec]:
 
 def resolve_metrics(names: Sequence[str] | str | None) -> list[MetricSpec]:
     """Parse a list (or comma-separated string) of metric names; ``None`` or "all" gives every metric except the
-    opt-in ones (``in_all=False``: model-randomisation, which re-runs every explanation on a randomised copy)."""
+    opt-in ones (``in_all=False``: model-randomisation, which re-runs every explanation on a randomised copy);
+    "all,model-randomisation" adds it."""
     if names is None or names == "all":
         return [s for s in METRICS.values() if s.in_all]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise MetricError("no metric given")
-    specs = [get_metric(n) for n in names]
+    specs = [s for n in names for s in ([m for m in METRICS.values() if m.in_all] if n == "all" else [get_metric(n)])]
     return list({s.name: s for s in specs}.values())
