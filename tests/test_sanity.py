@@ -374,3 +374,22 @@ def test_evaluate_model_randomisation_metric(tmp_path):
     assert "model-randomisation" not in [s.name for s in resolve_metrics("all")]
     assert resolve_metrics("model-randomization")[0].header == "model-randomisation ↓"
     assert [s.name for s in resolve_metrics("all,model-randomisation")][-1] == "model-randomisation"
+
+
+def test_cli_sanity_independent_summary(tmp_path):
+    """--mode independent: summary.md has the per-block table of mean max(ρ, ρ_abs), equal to sanity.json's scores."""
+    out = tmp_path / "out"
+    blocks = ["conv1+bn1+layer1+layer2+layer3", "layer4+fc"]
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--methods", "grad-cam", "--mode", "independent",
+               "--blocks", ",".join(blocks), "--quiet", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    md = (out / "summary.md").read_text()
+    assert "**independent randomisation**" in md and "| `layer4+fc` | `conv1+bn1+layer1+layer2+layer3` |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `grad-cam` |"))
+    data = json.loads((out / "sanity.json").read_text())
+    s = data["methods"][0]["scores"]["independent"]
+    for k, cell in enumerate(row.strip("| ").split(" | ")[1:]):
+        want = max(0.0 if s["spearman"][k][0] is None else s["spearman"][k][0],
+                   0.0 if s["spearman_abs"][k][0] is None else s["spearman_abs"][k][0])
+        assert cell == f"{want:.2f}"
+    assert "chelsea → " in md
