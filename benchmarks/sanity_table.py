@@ -16,7 +16,8 @@ def _mean(rows, keep):
 
 
 def table(paths: list[str]) -> str:
-    lines = ["| method (options) | layer | photos | steps | verdict | max(ρ, ρ_abs) after all blocks | ρ | ρ_abs | SSIM | HOG "
+    lines = ["| method (options) | layer | photos | steps | verdict | max(ρ, ρ_abs) after all blocks | ρ | ρ_abs "
+             "| SSIM | HOG "
              "| max(ρ, ρ_abs) after the head only |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         data = json.load(open(path))

@@ -91,7 +91,8 @@ def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np
     md += [summary_table(report), "",
            "ρ / ρ_abs: Spearman rank correlation of the map / |map| with the trained model's map; SSIM and HOG "
            "similarity of |map| scaled to [0, 1] (Adebayo et al. 2018). A method passes when the randomised map keeps "
-           "less rank structure than the threshold; images whose trained map is constant are left out of the mean, and a "
+           "less rank structure than the threshold; images whose trained map is constant are left out of the mean, "
+           "and a "
            "constant randomised map counts as ρ = 0 (marked \"constant\" in the figures).", ""]
     if report.fallback_layers:
         md += [f"Layers without `reset_parameters` (PyTorch's default initialisers used): "
