@@ -16,8 +16,9 @@ def _mean(rows, keep):
 
 
 def table(paths: list[str]) -> str:
-    lines = ["| method (options) | layer | photos | verdict | max(ρ, ρ_abs) after all blocks | ρ | ρ_abs | SSIM | HOG "
-             "| max(ρ, ρ_abs) after the head only |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method (options) | layer | photos | steps | verdict | max(ρ, ρ_abs) after all blocks | ρ | ρ_abs "
+             "| SSIM | HOG "
+             "| max(ρ, ρ_abs) after the head only |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         data = json.load(open(path))
         for m in data["methods"]:
@@ -31,7 +32,8 @@ def table(paths: list[str]) -> str:
             layer = "input" if layer is None else (f"{len(layer)} block outputs" if isinstance(layer, list) else layer)
             stat = "—" if v["statistic"] is None else f"{v['statistic']:.2f}"
             first = v.get("statistic_first_block")
-            lines.append(f"| {label} | {layer} | {len(data['images'])} | **{v['verdict']}** | {stat} | "
+            steps = len(data["steps"]["cascade"])
+            lines.append(f"| {label} | {layer} | {len(data['images'])} | {steps} | **{v['verdict']}** | {stat} | "
                          f"{means['spearman']:.2f} | {means['spearman_abs']:.2f} | {means['ssim']:.2f} | "
                          f"{means['hog']:.2f} | {'—' if first is None else f'{first:.2f}'} |")
     return "\n".join(lines)

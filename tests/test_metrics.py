@@ -15,7 +15,7 @@ from cnnlens.metrics.perturbation import gaussian_kernel
 # ---------------------------------------------------------------- registry
 def test_registry_directions_and_headers():
     lower = {n for n, s in M.METRICS.items() if not s.higher_is_better}
-    assert lower == {"average-drop", "average-drop-rcam", "deletion"}
+    assert lower == {"average-drop", "average-drop-rcam", "deletion", "model-randomisation"}
     assert M.METRICS["insertion"].header == "insertion ↑"
     assert M.METRICS["average-drop"].header == "average-drop ↓ (%)"
     with pytest.raises(M.MetricError, match="Did you mean"):

@@ -314,3 +314,82 @@ def test_cli_sanity_random_label_weights(tmp_path):
                "--methods", "grad-cam", "--quiet", "--out", str(tmp_path / "out2"))
     assert res.exit_code == 2 and "do not fit" in res.output
     assert not (tmp_path / "out2").exists()
+
+
+# ---------------------------------------------------------------------------------------------- evaluate metric
+def test_evaluate_model_randomisation_metric(tmp_path):
+    """``cnnlens evaluate --metrics model-randomisation``: the value is the direct function call's (Grad-CAM and RISE,
+    whose masks follow the block's seed), the table says ↓, resume keeps it, the cache is dropped, "all" leaves it
+    out and the US spelling is accepted."""
+    import cnnlens
+    from torch import nn
+    from cnnlens.data.synthetic import SHAPES, SyntheticMeta, SyntheticScenes
+    from cnnlens.evaluation import EvalConfig, evaluate
+    from cnnlens.metrics import resolve_metrics
+    from cnnlens.sanity import metric as sanity_metric
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    model.cnnlens_meta = SyntheticMeta("tiny-vgg", tuple(SHAPES[:4]), input_size=(3, 32, 32))
+    model.eval()
+    before = snapshot(model)
+    data = SyntheticScenes(4, size=32)
+    cfg = EvalConfig(batch_size=4, step=64, target="predicted")
+    opts = {"rise": {"n_masks": 16}}
+    res = evaluate(model, data, ["grad-cam", "rise"], "model-randomization,bbox", out=tmp_path, config=cfg,
+                   method_options=opts, progress=False, plots=False)
+    assert_untouched(model, before)
+    assert sanity_metric._CACHE == {}
+    assert res.metrics == ["model-randomisation", "bbox"]
+    x = torch.stack([data[i].image for i in range(4)])
+    t = model(x).argmax(1)
+    got = {(r["method"], r["sample"]): r["metrics"]["model-randomisation"] for r in res.records}
+    for method in ("grad-cam", "rise"):
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)                               # block 0's seed, as the runner
+            e = cnnlens.explain(model, x, method, target=t, **opts.get(method, {}))
+            layer = None if method == "rise" else e.layer
+            want = model_randomisation_score(model, x, t, method, layer=layer, options=opts.get(method),
+                                             original_raw=e.raw)
+        clear_cache()
+        for i in range(4):
+            v = got[(method, data[i].id)]
+            if math.isnan(float(want[i])):
+                assert v is None
+            else:
+                assert v == pytest.approx(float(want[i]), abs=1e-6), (method, i)
+    assert any(v is not None and v > 0.2 for v in got.values())
+    md = (tmp_path / "summary.md").read_text()
+    assert "model-randomisation ↓" in md
+    row = next(r for r in res.summary if r["method"] == "grad-cam")
+    assert f"{row['model-randomisation']['mean']:.4f} ±" in md.split("grad-cam", 1)[1]
+    # resume: a cut-short results file is completed with the same values
+    lines = (tmp_path / "results.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "results.jsonl").write_text("".join(lines[:4]))
+    again = evaluate(model, data, ["grad-cam", "rise"], "model-randomisation,bbox", out=tmp_path, config=cfg,
+                     method_options=opts, progress=False, plots=False)
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]   # noqa: E731
+    assert strip(again.records) == strip(res.records)
+    assert "model-randomisation" not in [s.name for s in resolve_metrics("all")]
+    assert resolve_metrics("model-randomization")[0].header == "model-randomisation ↓"
+    assert [s.name for s in resolve_metrics("all,model-randomisation")][-1] == "model-randomisation"
+
+
+def test_cli_sanity_independent_summary(tmp_path):
+    """--mode independent: summary.md has the per-block table of mean max(ρ, ρ_abs), equal to sanity.json's scores."""
+    out = tmp_path / "out"
+    blocks = ["conv1+bn1+layer1+layer2+layer3", "layer4+fc"]
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--methods", "grad-cam", "--mode", "independent",
+               "--blocks", ",".join(blocks), "--quiet", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    md = (out / "summary.md").read_text()
+    assert "**independent randomisation**" in md and "| `layer4+fc` | `conv1+bn1+layer1+layer2+layer3` |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `grad-cam` |"))
+    data = json.loads((out / "sanity.json").read_text())
+    s = data["methods"][0]["scores"]["independent"]
+    for k, cell in enumerate(row.strip("| ").split(" | ")[1:]):
+        want = max(0.0 if s["spearman"][k][0] is None else s["spearman"][k][0],
+                   0.0 if s["spearman_abs"][k][0] is None else s["spearman_abs"][k][0])
+        assert cell == f"{want:.2f}"
+    assert "chelsea → " in md

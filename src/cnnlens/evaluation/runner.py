@@ -281,6 +281,22 @@ def _explain_maps(model, x, run: MethodRun, targets, seed: int) -> list[tuple[st
     return [(label, e)]
 
 
+RANDOMISATION = "model-randomisation"
+
+
+def _randomisation_values(model, units: _Units, run: MethodRun, e, seed: int) -> torch.Tensor:
+    """(U,) max(ρ, ρ_abs) of the block's maps vs the maps of the fully randomised copy (cnnlens.sanity): same targets,
+    layer, options and RNG seed (RISE's masks) as the trained model's map; the copy is made once per run (cached)."""
+    from ..sanity import model_randomisation_score
+    x = units.x
+    layer = None if get_method(run.name).layers == "none" else e.layer
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        v = model_randomisation_score(model, x, units.t, run.name, layer=layer, options=run.options,
+                                      original_raw=e.raw)
+    return v.to(x.device)
+
+
 # ------------------------------------------------------------------------------------------ persistence
 def _read_shard(path: Path, required_metrics: set[str]) -> tuple[dict[str, list[dict]], list[str], bool]:
     """{block id: records} of the finished blocks of one shard, their order, and whether the file holds anything
@@ -565,6 +581,9 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
                 if status == distributed.STOP:
                     raise Interrupted(getattr(stop, "signum", None), out)
     finally:
+        if RANDOMISATION in required:
+            from ..sanity import clear_cache
+            clear_cache()                                # the randomised copy of the model
         close = getattr(blocks_iter, "close", None)
         if close is not None:
             close()
@@ -610,6 +629,8 @@ def _run_block(model, run: MethodRun, block: Block, units: _Units, specs, cfg, m
         heat = e.heatmap.detach().to(units.x.device)
         values, curves, const, na = _metric_values(model, units, heat, bool(e.signed), samples, specs, cfg,
                                                    mean, std)
+        if any(spec.name == RANDOMISATION for spec in specs):
+            values[RANDOMISATION] = _randomisation_values(model, units, run, e, cfg.seed + block.index)
         # one device → host transfer for the whole block: metric values, curves, flags (and the maps to save)
         parts = [v.detach().to(torch.float64).reshape(n, -1) for v in values.values()]
         parts += [c.detach().to(torch.float64).reshape(n, -1) for c in curves.values()]

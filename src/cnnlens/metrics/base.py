@@ -19,7 +19,8 @@ class MetricSpec:
     convention tags. needs_model: the metric runs forward passes. needs_boxes: it compares with ground-truth boxes.
     aggregate: "mean" (mean ± standard error over samples; NaN values are excluded) or "class_mean" (mean over
     classes of the per-class mean, the pointing-game convention, metrics.md §5.3). empty_value: reported when no
-    sample has a finite value (e.g. AD_rcam with no drops → 0, §2). unit: "%" or "" (fraction / AUC)."""
+    sample has a finite value (e.g. AD_rcam with no drops → 0, §2). unit: "%" or "" (fraction / AUC).
+    in_all: part of "all" (False for opt-in metrics that re-run the explanation, e.g. model-randomisation)."""
     name: str
     higher_is_better: bool
     description: str
@@ -28,6 +29,7 @@ class MetricSpec:
     aggregate: str = "mean"
     empty_value: float = math.nan
     unit: str = ""
+    in_all: bool = True
 
     @property
     def arrow(self) -> str:
@@ -66,9 +68,15 @@ _add(MetricSpec("bbox", True, "Bbox (Schulz et al. 2020; §7): share of the top-
                 False, True, unit="%"))
 _add(MetricSpec("iou", True, "IoU of the binarised map with the union of the class's boxes (§8; rule printed)",
                 False, True, unit="%"))
+_add(MetricSpec("model-randomisation", False, "Model-randomisation sanity check (Adebayo et al. 2018, cascade end): "
+                "max(Spearman ρ, ρ of |map|) between the map and the map of a copy with every block re-initialised; "
+                "near 1 = the map ignores the model", True, False, in_all=False))
+
+ALIASES = {"model-randomization": "model-randomisation"}
 
 
 def get_metric(name: str) -> MetricSpec:
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
     if not isinstance(name, str) or name not in METRICS:
         raise MetricError(f"unknown metric {name!r}.{suggest(str(name), METRICS)} Available: {', '.join(METRICS)}")
     return METRICS[name]
@@ -79,11 +87,14 @@ def all_metrics() -> dict[str, MetricSpec]:
 
 
 def resolve_metrics(names: Sequence[str] | str | None) -> list[MetricSpec]:
-    """Parse a list (or comma-separated string) of metric names; ``None`` or "all" gives every metric."""
+    """Parse a list (or comma-separated string) of metric names; ``None`` or "all" gives every metric except the
+    opt-in ones (``in_all=False``: model-randomisation, which re-runs every explanation on a randomised copy);
+    "all,model-randomisation" adds it."""
     if names is None or names == "all":
-        return list(METRICS.values())
+        return [s for s in METRICS.values() if s.in_all]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise MetricError("no metric given")
-    return [get_metric(n) for n in names]
+    specs = [s for n in names for s in ([m for m in METRICS.values() if m.in_all] if n == "all" else [get_metric(n)])]
+    return list({s.name: s for s in specs}.values())

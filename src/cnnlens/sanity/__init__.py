@@ -7,11 +7,12 @@ labels it was trained on, are randomised? A map that survives randomisation expl
 """
 from __future__ import annotations
 
-from .metric import model_randomisation_score, randomised_copy
+from .metric import clear_cache, model_randomisation_score, randomised_copy
 from .randomize import Block, cascade, independent, randomisation_blocks
 from .runner import DEFAULT_THRESHOLD, MODES, MethodEntry, SanityReport, parse_method, run_sanity, verdict
 from .similarity import hog_features, hog_similarity, rank_correlation, similarities, ssim
 
-__all__ = ["Block", "DEFAULT_THRESHOLD", "MODES", "MethodEntry", "SanityReport", "cascade", "hog_features",
+__all__ = ["Block", "DEFAULT_THRESHOLD", "MODES", "MethodEntry", "SanityReport", "cascade", "clear_cache",
+           "hog_features",
            "hog_similarity", "independent", "model_randomisation_score", "parse_method", "randomisation_blocks",
            "randomised_copy", "rank_correlation", "run_sanity", "similarities", "ssim", "verdict"]

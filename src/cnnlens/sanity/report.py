@@ -41,10 +41,27 @@ def summary_table(report: SanityReport) -> str:
             lay = ", ".join(lay) if isinstance(lay, (list, tuple)) and len(lay) <= 3 else (
                 f"{len(lay)} layers" if isinstance(lay, (list, tuple)) else (lay or "input"))
             excl = f" ({v['n_excluded']} constant left out)" if v["n_excluded"] else ""
-            lines.append(f"| `{e.label}` | {lay} | **{v['verdict']}** | {_fmt(v['statistic'])} | "
+            stat = v["statistic"]
+            weak = " (weak: within 0.1 of the threshold)" if stat is not None and abs(stat - v["threshold"]) < 0.1 \
+                else ""
+            lines.append(f"| `{e.label}` | {lay} | **{v['verdict']}**{weak} | {_fmt(v['statistic'])} | "
                          f"{_fmt(means['spearman'])} | {_fmt(means['spearman_abs'])} | {_fmt(means['ssim'])} | "
                          f"{_fmt(means['hog'])} | {v['n_images']}{excl} |"
                          + (f" {_fmt(v.get('statistic_first_block'))} |" if first else ""))
+        lines.append("")
+    if "independent" in report.steps:
+        from .runner import verdict
+        steps = report.steps["independent"]
+        lines += ["**independent randomisation** (one block alone): mean max(ρ, ρ_abs) with the trained map, per block",
+                  "", "| method | " + " | ".join(f"`{b}`" for b in steps) + " |", "|---|" + "---|" * len(steps)]
+        for e in report.methods:
+            s = report.scores[e.label].get("independent")
+            if s is None:
+                continue
+            const = report.original_constant[e.label]
+            stats = [verdict(s["spearman"][k], s["spearman_abs"][k], const, report.threshold)["statistic"]
+                     for k in range(len(steps))]
+            lines.append(f"| `{e.label}` | " + " | ".join(_fmt(v) for v in stats) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -53,7 +70,7 @@ def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np
                   *, model_name: str, class_names: Sequence[str] | None = None,
                   command: str | None = None) -> list[Path]:
     """Write sanity.json, summary.md, maps_<image>.png (cascade) and similarity_<mode>.png into ``out_dir``."""
-    from ..viz import grid_figure, write_text_atomic
+    from ..viz import write_text_atomic
     out = Path(out_dir)
     written = []
     data = report.to_json()
@@ -65,15 +82,18 @@ def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np
     write_text_atomic(out / "sanity.json", json.dumps(data, indent=2))
     written.append(out / "sanity.json")
 
+    targets = ", ".join(f"{n} → {t}" for n, t in zip(image_names, data["target_names"]))
     md = [f"# Sanity checks: {model_name}", "",
-          f"Images: {', '.join(image_names)}; seed {report.seed}; blocks randomised from the logits down: "
-          f"{', '.join(b.name for b in report.blocks)}.", ""]
+          f"Images and explained classes (the trained model's, kept at every step): {targets}. Seed {report.seed}; "
+          f"blocks randomised from the logits down: {', '.join(b.name for b in report.blocks)}.", ""]
     if command:
         md += ["Command:", "", f"```\n{command}\n```", ""]
     md += [summary_table(report), "",
            "ρ / ρ_abs: Spearman rank correlation of the map / |map| with the trained model's map; SSIM and HOG "
            "similarity of |map| scaled to [0, 1] (Adebayo et al. 2018). A method passes when the randomised map keeps "
-           "less rank structure than the threshold; constant original maps are left out of the mean.", ""]
+           "less rank structure than the threshold; images whose trained map is constant are left out of the mean, "
+           "and a "
+           "constant randomised map counts as ρ = 0 (marked \"constant\" in the figures).", ""]
     if report.fallback_layers:
         md += [f"Layers without `reset_parameters` (PyTorch's default initialisers used): "
                f"{', '.join(report.fallback_layers)}", ""]
@@ -93,10 +113,30 @@ def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np
                 cells = [[report.maps[lab]["original"][i]] + [m[i] for m in report.maps[lab][mode]] for lab in labels]
                 sg = [[report.signed[lab]] * len(cols) for lab in labels]
                 path = out / f"maps_{mode}_{_stem(name, i)}.png"
-                grid_figure([img], labels, cols, cells, path, signed=sg, show_input=False, alpha=0.65)
+                _maps_figure(img, labels, cols, cells, sg, path)
                 written.append(path)
         written.append(_similarity_plot(report, mode, out / f"similarity_{mode}.png"))
     return written
+
+
+def _maps_figure(img, rows, cols, cells, signed, path: Path) -> Path:
+    """Rows methods, columns steps (Adebayo et al.'s Fig. 2); a constant map (no structure left) is labelled."""
+    from ..viz.figures import _plt, overlay, save_figure
+    plt = _plt()
+    h, w = np.asarray(img).shape[:2]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols) * w / max(h, 1), 2.2 * len(rows) + 0.4),
+                             squeeze=False)
+    for r, label in enumerate(rows):
+        for c, cell in enumerate(cells[r]):
+            ax = axes[r][c]
+            hm = np.asarray(cell.detach().cpu() if hasattr(cell, "detach") else cell, dtype=np.float64)
+            overlay(ax, img, hm, signed=bool(signed[r][c]), alpha=0.65, title=cols[c] if r == 0 else None)
+            if hm.size and float(hm.max() - hm.min()) == 0.0:
+                ax.text(0.5, 0.5, "constant", transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                        color="w", bbox=dict(facecolor="k", alpha=0.6, lw=0))
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    return save_figure(fig, path)
 
 
 def _stem(name: str, i: int) -> str:
@@ -112,12 +152,13 @@ def _similarity_plot(report: SanityReport, mode: str, path: Path) -> Path:
     xs = np.arange(len(steps) + 1)
     cmap = plt.get_cmap("tab10")
     styles = ("-", "--", ":", "-.")
+    markers = ("o", "s", "^", "v", "D", "x", "+", "*")
     for j, metric in enumerate(METRICS):
         ax = axes[0][j]
-        for i, e in enumerate(report.methods):
+        for i, e in enumerate(report.methods):          # line style and marker vary too: equal curves stay visible
             mean = np.array([1.0] + report.step_means(e.label, mode)[metric])
-            ax.plot(xs, mean, marker="o", ms=3, lw=1.2, color=cmap(i % 10), ls=styles[(i // 10) % 4],
-                    label=e.label)
+            ax.plot(xs, mean, marker=markers[i % len(markers)], ms=4, lw=1.2, color=cmap(i % 10),
+                    ls=styles[(i + i // 10) % 4], label=e.label, alpha=0.85)
         ax.axhline(0.0, color="0.6", lw=0.6)
         if metric in ("spearman", "spearman_abs"):
             ax.axhline(report.threshold, color="k", lw=0.8, ls="--")
