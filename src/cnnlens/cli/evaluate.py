@@ -175,7 +175,7 @@ def _check_before_torch(model_name, data, data_format, class_map, label_file, me
     from ._common import check_method_names, check_metric_names, check_model_name
     check_model_name(model_name)
     if n_images is not None and n_images < 1:
-        raise InputError(f"--n-images must be at least 1, got {n_images}")
+        raise InputError(f"empty dataset: --n-images must be at least 1, got {n_images}")
     if step is not None and step < 1:
         raise InputError(f"--step must be at least 1, got {step}")
     builtin = (data in ("synthetic", "collage")) and data_format is None
