@@ -52,3 +52,33 @@ def peak_rss_kib() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU): call before reading a host clock on CUDA."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def start_peak_memory(device: str | torch.device) -> float:
+    """Begin a peak-memory measurement; returns the baseline in KiB. CUDA: reset the allocator's peak and return the
+    bytes allocated now (``torch.cuda.max_memory_allocated`` is read by :func:`peak_memory_kib`). CPU: peak RSS."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 1024
+    return peak_rss_kib()
+
+
+def peak_memory_kib(device: str | torch.device) -> float:
+    """Peak memory in KiB since :func:`start_peak_memory`: ``torch.cuda.max_memory_allocated`` on CUDA, else the
+    process's peak RSS (VmHWM)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 1024
+    return peak_rss_kib()
+
+
+def memory_label(device: str | torch.device) -> str:
+    """How the peak-memory figures are named: peak RSS on the CPU, peak CUDA allocation on a GPU."""
+    return "peak CUDA allocated" if torch.device(device).type == "cuda" else "peak RSS"

@@ -3,7 +3,10 @@
 ``python -c "import torch, timm"`` measured in the same run (fresh interpreters, best of ``--repeat``). Target: every CLI row
 ≤ 0.3× the torch + timm import.
 
-    python benchmarks/bench_cli.py [--repeat 5]
+    python benchmarks/bench_cli.py [--repeat 5] [--device cpu|cuda]
+
+None of the rows touches a device (help and an input error, before any model loads), so ``--device`` only labels the
+run; it is accepted so that every benchmark takes the same option.
 """
 from __future__ import annotations
 
@@ -34,7 +37,10 @@ def best_time(argv: list[str], repeat: int, cwd: str, expect: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="accepted for uniformity; start-up uses no device")
     args = ap.parse_args()
+    if args.device != "cpu":
+        print(f"(--device {args.device}: the rows below load no model and use no device)")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [
             ("python -c 'import torch, timm'", ["-c", "import torch, timm"], 0),

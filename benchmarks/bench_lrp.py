@@ -7,6 +7,8 @@ subprocess for the memory figure (peak RSS, VmHWM, after − before one pass); t
 in one process so that load from other processes hits every configuration alike.
 
     python benchmarks/bench_lrp.py [--models resnet50 vgg16] [--repeat 3] [--batch 8] [--size 224] [--threads 2]\n                                   [--configs ...] [--no-memory]
+                                   [--device cpu|cuda]
+(cuda: synchronised timing; the memory figure is the peak CUDA allocation instead of RSS)
 """
 from __future__ import annotations
 
@@ -21,14 +23,14 @@ from pathlib import Path
 CONFIGS = ("forward+backward", "fwd+bwd+wgrad", "cnnlens", "cnnlens-cold", "zennit")
 
 
-def _runner(model_name: str, config: str, batch: int, size: int):
+def _runner(model_name: str, config: str, batch: int, size: int, device: str = "cpu"):
     """A no-argument callable doing one pass of ``config`` (each config gets its own model copy)."""
     import torch
     import torchvision
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)().eval()
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    model = getattr(torchvision.models, model_name)().eval().to(device)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():
         target = model(x).argmax(1)
     r0 = torch.nn.functional.one_hot(target, 1000).float()
@@ -65,31 +67,36 @@ def _runner(model_name: str, config: str, batch: int, size: int):
     return run
 
 
-def _interleaved(model_name: str, configs, repeat: int, batch: int, size: int, threads: int) -> dict:
+def _interleaved(model_name: str, configs, repeat: int, batch: int, size: int, threads: int,
+                 device: str = "cpu") -> dict:
     """Time every config round-robin in one process, so load from other processes hits all of them alike."""
     import torch
+    from _timing import sync
     torch.set_num_threads(threads)
-    runs = {c: _runner(model_name, c, batch, size) for c in configs}
+    runs = {c: _runner(model_name, c, batch, size, device) for c in configs}
     for run in runs.values():
         run()  # warm-up
+        sync(device)
     times: dict = {c: [] for c in configs}
     for _ in range(repeat):
         for c, run in runs.items():
             t0 = time.perf_counter()
             run()
+            sync(device)
             times[c].append(time.perf_counter() - t0)
     return {c: {"median_s": statistics.median(t), "times": t} for c, t in times.items()}
 
 
-def _child(model_name: str, config: str, batch: int, size: int, threads: int) -> dict:
-    """Peak-RSS increase of one pass of ``config`` over torch + model + input, in a fresh process."""
+def _child(model_name: str, config: str, batch: int, size: int, threads: int, device: str = "cpu") -> dict:
+    """Peak-memory increase of one pass of ``config`` over torch + model + input, in a fresh process (peak RSS; on
+    CUDA the allocator's peak over what is allocated before the pass)."""
     import torch
     torch.set_num_threads(threads)
-    run = _runner(model_name, config, batch, size)
-    from _timing import peak_rss_kib
-    before = peak_rss_kib()
+    run = _runner(model_name, config, batch, size, device)
+    from _timing import peak_memory_kib, start_peak_memory
+    before = start_peak_memory(device)
     run()
-    after = peak_rss_kib()
+    after = peak_memory_kib(device)
     return {"extra_peak_mib": (after - before) / 1024}
 
 
@@ -103,21 +110,27 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true", help="skip the per-config peak-RSS subprocesses")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child[0], args.child[1], args.batch, args.size, args.threads)))
+        print(json.dumps(_child(args.child[0], args.child[1], args.batch, args.size, args.threads, args.device)))
         return
-    print(f"LRP epsilon-plus, batch {args.batch}, {args.size} px, CPU, float32, {args.threads} threads; time: median of "
+    from _timing import memory_label
+    mem_label = memory_label(args.device)
+    print(f"LRP epsilon-plus, batch {args.batch}, {args.size} px, {args.device.upper()}, float32, {args.threads} "
+          f"threads; time: median of "
           f"{args.repeat} round-robin repeats after 1 warm-up, all configs in one process; memory: peak-RSS increase of "
-          f"one pass over torch+model+input(+one no-grad forward), each config in its own process")
+          f"one pass over torch+model+input(+one no-grad forward), each config in its own process"
+          + ("" if args.device == "cpu" else f" ({mem_label})"))
     for model_name in args.models:
-        rows = _interleaved(model_name, args.configs, args.repeat, args.batch, args.size, args.threads)
+        rows = _interleaved(model_name, args.configs, args.repeat, args.batch, args.size, args.threads, args.device)
         for config in args.configs:
             if args.no_memory:
                 continue
             out = subprocess.run([sys.executable, __file__, "--child", model_name, config, "--batch", str(args.batch),
-                                  "--size", str(args.size), "--threads", str(args.threads)], capture_output=True,
+                                  "--size", str(args.size), "--threads", str(args.threads),
+                                  "--device", args.device], capture_output=True,
                                  text=True)
             if out.returncode == 0:
                 rows[config].update(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -130,7 +143,7 @@ def main() -> None:
             if base_w:
                 ratio_fb += f" {r['median_s'] / base_w['median_s']:5.2f}x fwd+bwd+wgrad"
             ratio_z = f"{r['median_s'] / zen['median_s']:5.2f}x zennit" if zen else ""
-            mem = f"peak RSS +{r['extra_peak_mib']:6.0f} MiB" if "extra_peak_mib" in r else ""
+            mem = f"{mem_label} +{r['extra_peak_mib']:6.0f} MiB" if "extra_peak_mib" in r else ""
             print(f"  {config:<17} {r['median_s']:8.3f} s  {ratio_fb}  {ratio_z}  {mem}"
                   f"  (times {', '.join(f'{t:.2f}' for t in r['times'])})", flush=True)
 

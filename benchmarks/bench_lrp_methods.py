@@ -5,7 +5,8 @@ vgg16 and resnet50, batch 8, 224 px, CPU: LRP (``dtd``), Deep Taylor, SGLRP (pap
 number of zennit passes with the same rules (bias-free z⁺, zB first layer; tests/_lrp_oracle.py builds it, and it is the
 oracle the tests compare with) and against one plain forward+backward (parameters requiring grad, ``.backward()``), all
 measured round-robin in one process (load from other processes hits every contestant alike). The engine pass alone is
-benchmarks/bench_lrp.py.  Options: --models vgg16 resnet50 --repeats N --threads N.
+benchmarks/bench_lrp.py.  Options: --models vgg16 resnet50 --repeats N --threads N
+--device cpu|cuda (cuda: every timed call ends with a synchronize).
 """
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ METHODS = [("lrp", {}, 1), ("deep-taylor", {}, 1), ("sglrp", {}, 1), ("sglrp", {
            ("clrp", {}, 2)]
 
 
-def run(model_name: str, repeats: int) -> None:
+def run(model_name: str, repeats: int, device: str = "cpu") -> None:
     from _lrp_oracle import zennit_composite, zennit_relevance
     torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)().eval()
-    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    model = getattr(torchvision.models, model_name)().eval().to(device)
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
     twin = copy.deepcopy(model)
     trainable = copy.deepcopy(model).requires_grad_(True)
     with torch.no_grad():
@@ -50,17 +51,23 @@ def run(model_name: str, repeats: int) -> None:
     for name, opts, _ in METHODS:
         label = name + ("" if not opts else " " + ",".join(f"{k}={v}" for k, v in opts.items()))
         fns[label] = (lambda name=name, opts=opts: cnnlens.explain(model, x, name, **opts))
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
     for fn in fns.values():
         fn()  # warm-up
+        sync()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             t0 = time.perf_counter()
             fn()
+            sync()
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     fb, zp = med["plain fwd+bwd"], med["zennit dtd pass"]
-    print(f"\n{model_name}, batch 8, 224 px, {torch.get_num_threads()} threads (median of {repeats}):")
+    where = "" if device == "cpu" else f", {device}"
+    print(f"\n{model_name}, batch 8, 224 px{where}, {torch.get_num_threads()} threads (median of {repeats}):")
     passes = {"plain fwd+bwd": 0, "zennit dtd pass": 1}
     passes.update({k: p for k, (_, _, p) in zip(list(fns)[2:], METHODS)})
     for k, t in med.items():
@@ -73,10 +80,11 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     for m in args.models:
-        run(m, args.repeats)
+        run(m, args.repeats, args.device)
 
 
 if __name__ == "__main__":

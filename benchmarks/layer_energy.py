@@ -8,7 +8,7 @@ target photo / Σ heatmap) of the min–max heatmap (``Explanation.heatmap``) ex
 top-1 class on the photo alone); 0.5 = no preference, 1 = all on the target.
 
 Options: ``--models efficientnet_lite0,efficientnet_lite1`` ``--methods relevance-cam,grad-cam,grad-cam++,layer-cam``
-``--json out.json`` (also write the numbers).
+``--json out.json`` (also write the numbers) ``--device cpu|cuda``.
 """
 from __future__ import annotations
 
@@ -45,12 +45,13 @@ def collage_input(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, l
     return x, masks, classes, [names[c] for c in classes]
 
 
-def measure(model_name: str, methods=METHODS) -> dict:
+def measure(model_name: str, methods=METHODS, device: str = "cpu") -> dict:
     """{"classes", "rows": [{"layer", "stride", "activation", "stage", method: [cat, espresso]}]} for one model."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = cnnlens.load_model(model_name)
+        model = cnnlens.load_model(model_name).to(device)
     x, masks, classes, class_names = collage_input(model)
+    masks = masks.to(x.device)
     report = {r.name: r for r in cnnlens.explainable_layers(model, x)}
     stages = cnnlens.stage_layers(model)
     linear_blocks = [b for b in dict.fromkeys(r.block for r in report.values() if r.block)
@@ -82,10 +83,11 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     methods = [m for m in args.methods.split(",") if m]
-    results = [measure(m, methods) for m in args.models.split(",") if m]
+    results = [measure(m, methods, args.device) for m in args.models.split(",") if m]
     for res in results:
         print(f"{res['model']}: targets {' / '.join(res['classes'])}")
     print(markdown(results, methods))

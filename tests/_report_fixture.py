@@ -91,20 +91,20 @@ def make_evaluation_folder(out: str | Path, model: torch.nn.Module, x: torch.Ten
                                   "deletion": float(rng.uniform(0.05, 0.5)), "insertion": float(rng.uniform(0.4, 1)),
                                   "pointing-game": None if i % 5 == 4 else float(rng.integers(0, 2) * 100),
                                   "iou": float(rng.uniform(0, 80))}
-                if i % 5 == 4:
-                    rec["metrics"]["pointing-game"] = "n/a (no boxes)"
+                if i % 5 == 4:                             # as the runner marks a metric an image has no boxes for
+                    rec["na"] = {"pointing-game": "no boxes"}
                 k = rng.uniform(3, 20)
                 s = np.linspace(0, 1, steps + 1)
                 rec["curves"] = {"deletion": (np.exp(-k * s) * 0.9 + 0.05).round(5).tolist(),
                                  "insertion": (1 - np.exp(-k * s) * 0.9).round(5).tolist()}
                 if i < maps_for:
-                    rel = f"maps/{sample_ids[i]}_{t}_{method}_{layer}.png"
+                    rel = f"maps/{sample_ids[i]}__{t}__{method}__{layer}.png"
                     save_map_file(map_to_uint8(e.heatmap[i]), out / rel, max_side=224)
                     rec["image"] = f"images/{sample_ids[i]}.jpg"
                     rec["map"] = rel
                 records.append(rec)
     for s_i in range(shards):
-        name = "results.jsonl" if s_i == 0 else f"results.shard{s_i}.jsonl"
+        name = "results.jsonl" if s_i == 0 else f"results.rank{s_i}.jsonl"        # as a resumed torchrun run
         with (out / name).open("w", encoding="utf-8") as fh:
             for rec in records[s_i::shards]:
                 fh.write(json.dumps(rec) + "\n")

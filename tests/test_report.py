@@ -202,3 +202,28 @@ def test_minimal_folder_input_level_method_and_layer_sets(tmp_path):
     assert data["records"][1]["values"] == [None] and data["records"][1]["flags"] == ["constant_map"]
     assert data["plots"] == [] and data["maps"] == [] and data["images"] == []
     _no_network(write_report(tmp_path).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_report_files_get_the_mode_open_would_give_them(tmp_path, umask):
+    """report.html, the manifest and the figures are shared results: 0o666 minus the umask (0644 under 022), written
+    atomically (no temporary file left), never mkstemp's 0600."""
+    import os
+
+    from cnnlens.viz import save_figure, write_text_atomic
+    from cnnlens.viz.figures import _plt
+    model, x, display, layers = tiny_setup(n=1)
+    old = os.umask(umask)
+    try:
+        rep = ExplanationReport(tmp_path, model="tiny")
+        rep.add("im0", display[0], cnnlens.explain(model, x, "grad-cam", layer="relu2"))
+        page = rep.write()
+        text = write_text_atomic(tmp_path / "sub" / "notes.txt", "é\n")
+        fig = _plt().figure()
+        png = save_figure(fig, tmp_path / "fig.png")
+    finally:
+        os.umask(old)
+    for path in (page, tmp_path / "report_data" / "explanations.json", text, png):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+    assert text.read_text(encoding="utf-8") == "é\n"
+    assert not [p for p in tmp_path.rglob(".*")]

@@ -255,5 +255,6 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
     click.echo(res.table())
     click.echo(f"Wrote {out}/summary.md, summary.csv, summary.json, results.jsonl" +
                ("" if no_plots else " and plots"), err=True)
-    click.echo(f"Wrote {__import__('cnnlens.report', fromlist=['write_report']).write_report(out)}", err=True)
+    from ..report import write_report          # rank 0 only: the other ranks returned above
+    click.echo(f"Wrote {write_report(out)}", err=True)
     sys.stdout.flush()

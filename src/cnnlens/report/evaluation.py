@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,32 @@ def layer_label(layer: Any) -> str:
     return str(layer)
 
 
+def _natural_key(label: str) -> tuple:
+    """Sort key that puts "input" first and orders numbered layers by number (features.9 before features.14)."""
+    parts = re.split(r"(\d+)", label)
+    return (label != "input", [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p])
+
+
+def _na_notes(rec: dict[str, Any]) -> dict[str, str]:
+    """Why a record's metric has no value, as the page shows it: ``rec["na"]`` ({metric: reason}, written by
+    ``cnnlens evaluate``) → "n/a (reason)"; a string in place of a metric value is taken as the note itself."""
+    notes = {k: v for k, v in (rec.get("metrics") or {}).items() if isinstance(v, str)}
+    na = rec.get("na")
+    if isinstance(na, dict):
+        for k, why in na.items():
+            if why:
+                text = str(why)
+                notes[str(k)] = text if text.startswith("n/a") else f"n/a ({text})"
+    return notes
+
+
 def read_records(folder: str | Path) -> list[dict[str, Any]]:
-    """Records of every ``results*.jsonl`` shard (sorted by name), the last one per (sample, target, method, layer)."""
+    """Records of every ``results*.jsonl`` shard (``results.jsonl`` first, then torchrun's ``results.rank{r}.jsonl``),
+    the last one per (sample, target, method, layer)."""
     folder = Path(folder)
     records: dict[tuple, dict[str, Any]] = {}
-    for shard in sorted(folder.glob("results*.jsonl")):
+    # the runner's order: results.jsonl, then the rank shards by number (results.rank2 before results.rank10)
+    for shard in sorted(folder.glob("results*.jsonl"), key=lambda p: (p.name != "results.jsonl", _natural_key(p.name))):
         with shard.open(encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, 1):
                 line = line.strip()
@@ -110,7 +132,8 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     raw = read_records(folder)
     rows = [dict(r, layer=layer_label(r.get("layer"))) for r in summary.get("rows", []) if isinstance(r, dict)]
     methods = list(dict.fromkeys([r.get("method") for r in rows] + [r["method"] for r in raw]))
-    layers = list(dict.fromkeys([r["layer"] for r in rows] + [layer_label(r.get("layer")) for r in raw]))
+    layers = sorted(dict.fromkeys([r["layer"] for r in rows] + [layer_label(r.get("layer")) for r in raw]),
+                    key=_natural_key)
     signed = _signed_methods(methods)
     raw.sort(key=lambda r: (str(r["sample"]), str(r.get("target")), methods.index(r["method"]),
                             layers.index(layer_label(r.get("layer")))))
@@ -138,7 +161,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
             "target_name": rec.get("target_name") if rec.get("target_name") is not None else str(rec.get("target")),
             "method": rec["method"], "layer": layer_label(rec.get("layer")),
             "values": [_finite(m.get(k)) for k in metric_order],
-            "notes": {k: v for k, v in m.items() if isinstance(v, str)},
+            "notes": _na_notes(rec),
             "flags": [k for k, v in (rec.get("flags") or {}).items() if v],
             "image": img_i, "map": map_i,
             "curves": {k: c for k in ("deletion", "insertion") if (c := _downsample(curves.get(k))) is not None},
@@ -146,8 +169,8 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     identity = summary.get("identity") or {}
     model = identity.get("model") if isinstance(identity, dict) else None
     return {"kind": "evaluation", "title": "cnnlens evaluation", "model": model, "identity": identity,
-            "conventions": summary.get("conventions"), "metrics": metrics, "metric_order": metric_order,
-            "rows": rows, "methods": methods, "layers": layers, "signed": signed,
+            "conventions": summary.get("conventions"), "skipped": summary.get("skipped"), "metrics": metrics,
+            "metric_order": metric_order, "rows": rows, "methods": methods, "layers": layers, "signed": signed,
             "plots": _plots(folder, metric_order, metrics), "records": records,
             "images": list(image_uris.values()), "maps": map_uris}
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,38 +19,49 @@ def _plt():
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Write ``fig`` as PNG atomically: to a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
+def _atomic_target(path: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file next to ``path`` (exclusive create), opened for writing: (fd, name). Created with mode
+    0o666 minus the process umask, as ``open()`` would create ``path`` itself (0644 under the usual umask 022), so
+    the renamed result is as readable as any other output file — not 0600 as ``tempfile.mkstemp`` makes it."""
+    import secrets
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.part", dir=path.parent)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+
+
+def _write_atomic(path: str | os.PathLike, suffix: str, write) -> Path:
+    """Create ``path`` atomically: ``write(binary file)`` fills a temporary file in the same folder, then
+    ``os.replace``; on any failure the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path, suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG atomically (temporary file in the same folder + ``os.replace``), mode as ``open()``."""
+    try:
+        return _write_atomic(path, ".png.part",
+                             lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         _plt().close(fig)
-    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write a UTF-8 text file atomically (temporary file + ``os.replace``), with the mode ``open()`` would give it
+    (0o666 minus the umask: 0644 under umask 022)."""
+    return _write_atomic(path, ".part", lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _as_np(a) -> np.ndarray:

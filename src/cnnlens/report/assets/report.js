@@ -132,7 +132,9 @@
       } else {
         var gl = layerOrder(mt);
         var t = el("table", { cls: "grid", id: "grid" });
-        var cellW = Math.max(96, Math.min(200, Math.floor(900 / Math.max(1, methods.length)) - 8));
+        // every method column fits the view's width (row labels ≈ 150 px, 6 px spacing); below 80 px it scrolls
+        var avail = (view.clientWidth || 900) - 34 - 150;
+        var cellW = Math.max(80, Math.min(200, Math.floor(avail / Math.max(1, methods.length)) - 6));
         t.style.setProperty("--cell", cellW + "px");
         t.appendChild(el("tr", null, el("th"), methods.map(function (x) { return el("th", { text: x }); })));
         gl.forEach(function (layer) {
@@ -195,6 +197,12 @@
         if (b === undefined || (M[k].higher_is_better ? c.mean > b : c.mean < b)) best[key] = c.mean;
       });
     });
+    // a best value every row of the layer shares (all tied) is no winner: not highlighted
+    var tied = {};
+    Object.keys(best).forEach(function (key) {
+      var parts = key.split("|"), layer = parts[0], k = parts.slice(1).join("|");
+      tied[key] = D.rows.every(function (r) { var c = r[k]; return String(r.layer) !== layer || !c || c.mean === null || c.mean === undefined || c.mean === best[key]; });
+    });
     var multi = D.rows.length > 1 && uniq(D.rows.map(function (r) { return r.method; })).length > 1;
     var tb = el("tbody"), prevLayer = null;
     D.rows.slice().sort(function (a, b) { return D.layers.indexOf(String(a.layer)) - D.layers.indexOf(String(b.layer)) || D.methods.indexOf(a.method) - D.methods.indexOf(b.method); })
@@ -203,8 +211,8 @@
         prevLayer = r.layer;
         order.forEach(function (k) {
           var c = r[k];
-          if (!c || c.mean === null || c.mean === undefined) { tr.appendChild(el("td", { cls: "na", text: "n/a" })); return; }
-          var isBest = multi && best[r.layer + "|" + k] === c.mean;
+          if (!c || c.mean === null || c.mean === undefined) { tr.appendChild(el("td", { cls: "na", text: c && c.na ? "n/a (" + c.na + ")" : "n/a" })); return; }
+          var isBest = multi && best[r.layer + "|" + k] === c.mean && !tied[r.layer + "|" + k];
           tr.appendChild(el("td", { cls: isBest ? "best" : "", title: "n = " + c.n }, fmt(c.mean, M[k].unit), el("span", { cls: "se", text: " ± " + fmt(c.se, M[k].unit) })));
         });
         tr.appendChild(el("td", { text: r.seconds !== undefined && r.seconds !== null ? r.seconds.toPrecision(2) : "" }));
@@ -212,7 +220,14 @@
       });
     t.appendChild(tb);
     sec.appendChild(el("div", { cls: "tablewrap card", style: "padding:0" }, t));
-    sec.appendChild(el("p", { cls: "small muted" }, "↑ higher is better, ↓ lower is better; best per layer in bold green. Hover a column for its definition."));
+    var skipped = D.skipped, nSkipped = 0;
+    if (typeof skipped === "number") nSkipped = skipped;
+    else if (skipped && typeof skipped === "object") Object.keys(skipped).forEach(function (k) { nSkipped += Number(skipped[k]) || 0; });
+    if (nSkipped > 0) {
+      var why = typeof skipped === "object" ? " (" + Object.keys(skipped).filter(function (k) { return skipped[k]; }).map(function (k) { return k.replace(/_/g, " ") + ": " + skipped[k]; }).join(", ") + ")" : "";
+      sec.appendChild(el("p", { cls: "small warn", id: "skipped", text: nSkipped + " image" + (nSkipped === 1 ? "" : "s") + " of the dataset skipped" + why + "." }));
+    }
+    sec.appendChild(el("p", { cls: "small muted" }, "↑ higher is better, ↓ lower is better; best per layer in bold green (none where all tie). Hover a column for its definition."));
     var conv = el("div", { cls: "card", id: "conventions" }, el("h3", { text: "Conventions" }), el("p", { cls: "small", style: "margin-top:0", text: D.conventions || "—" }));
     var dl = el("dl", { cls: "metrics" });
     order.forEach(function (k) { dl.appendChild(el("dt", null, headLabel(k))); dl.appendChild(el("dd", { text: M[k].description || "" })); });
@@ -309,6 +324,13 @@
       return svg;
     }
     var PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
+    // "n/a (no boxes): pointing-game, iou" — metrics without a value for this image, with the run's reason
+    function naLine(recs) {
+      var why = {};
+      recs.forEach(function (r) { order.forEach(function (k, j) { if (r.values[j] === null) { var w = r.notes[k] || "n/a"; (why[w] = why[w] || []).push(k); } }); });
+      var parts = Object.keys(why).map(function (w) { return w + ": " + uniq(why[w]).join(", "); });
+      return parts.length ? el("div", { cls: "small na-note", text: parts.join("; ") }) : null;
+    }
     function showDetail(i) {
       var r0 = R[i];
       trs.forEach(function (tr) { tr.classList.remove("on"); }); trs[i].classList.add("on");
@@ -319,6 +341,7 @@
       var head = el("div", { cls: "detail-head" }, img ? el("img", { src: img, alt: "input " + r0.sample }) : null,
         el("div", null, el("h3", { text: r0.sample }), el("div", null, "target ", el("b", { text: r0.target_name }), " (" + r0.target + ")"),
           el("div", { cls: "small muted", text: same.length + " maps: " + uniq(same.map(function (r) { return r.method; })).length + " methods × " + uniq(same.map(function (r) { return r.layer; })).length + " layers" }),
+          naLine(same),
           same.some(function (r) { return r.flags.length; }) ? el("div", { cls: "small muted", text: "flags: " + uniq([].concat.apply([], same.map(function (r) { return r.flags.map(function (f) { return r.method + "@" + r.layer + " " + f; }); }))).join(", ") }) : null));
       detail.appendChild(head);
       var methods = D.methods.filter(function (m) { return same.some(function (r) { return r.method === m; }); });
@@ -333,9 +356,13 @@
           var r = same.filter(function (q) { return q.method === m && q.layer === l; })[0];
           if (!r) { tr.appendChild(el("td", { cls: "detail-cell" }, "—")); return; }
           var pic = (img && r.map !== null && r.map !== undefined) ? overlay(img, D.maps[r.map], "", m + " " + l, D.signed[m])
-            : el("div", { cls: "nomap-note", text: "map not stored (the run keeps maps for its first images only)" });
+            : el("div", { cls: "nomap-note", text: "map not stored (the run saved maps for its first --save-maps images)" });
           var mv = el("div", { cls: "mv" });
-          order.forEach(function (k, j) { var v = r.values[j]; mv.appendChild(el("div", { title: k + ": " + (M[k].description || "") }, el("span", { text: k + " " + arrow(k) }), el("b", { text: v === null ? (r.notes[k] || "n/a") : fmt(v, M[k].unit, M[k].unit === "%" ? 1 : 3) + (M[k].unit === "%" ? "%" : "") }))); });
+          order.forEach(function (k, j) {
+            var v = r.values[j];
+            mv.appendChild(el("div", { title: k + ": " + (v === null ? (r.notes[k] || "n/a") : M[k].description || "") }, el("span", { text: k + " " + arrow(k) }),
+              el("b", { cls: v === null ? "na" : "", text: v === null ? "n/a" : fmt(v, M[k].unit, M[k].unit === "%" ? 1 : 3) + (M[k].unit === "%" ? "%" : "") })));
+          });
           tr.appendChild(el("td", { cls: "detail-cell" + (r === r0 ? " sel" : "") }, pic, mv));
         });
         g.appendChild(tr);
@@ -345,8 +372,10 @@
       if (img) { if (unsignedAny) detail.appendChild(colourbar(false)); if (signedAny) detail.appendChild(el("div", null, colourbar(true))); }
       var atLayer = same.filter(function (r) { return r.layer === r0.layer && (r.curves.deletion || r.curves.insertion); });
       if (atLayer.length) {
-        detail.appendChild(el("h3", { style: "margin-top:12px", text: "Deletion / insertion curves at " + r0.layer }));
-        detail.appendChild(el("div", { style: "display:flex;gap:8px;flex-wrap:wrap" }, curvesSvg(atLayer, "deletion"), curvesSvg(atLayer, "insertion")));
+        var kinds = ["deletion", "insertion"].filter(function (k) { return atLayer.some(function (r) { return r.curves[k]; }); });
+        var kindText = kinds.join(" / ");
+        detail.appendChild(el("h3", { style: "margin-top:12px", text: kindText.charAt(0).toUpperCase() + kindText.slice(1) + " curve" + (kinds.length > 1 ? "s" : "") + " at " + r0.layer + " (class score vs fraction of pixels)" }));
+        detail.appendChild(el("div", { style: "display:flex;gap:8px;flex-wrap:wrap" }, kinds.map(function (k) { return curvesSvg(atLayer, k); })));
         detail.appendChild(el("div", { cls: "legend" }, atLayer.map(function (r) { return el("span", null, el("i", { style: "background:" + PALETTE[D.methods.indexOf(r.method) % PALETTE.length] }), r.method); })));
       }
     }

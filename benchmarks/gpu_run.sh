@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The one command for a GPU machine (device tool `run`, repository root, carry [".whl"]):
+#     bash benchmarks/gpu_run.sh            # full GPU run, ~8 min on an H200, results in $OUT/gpu_results.md
+#     bash benchmarks/gpu_run.sh --dry-run  # or: --device cpu --quick   (checks on a machine without a GPU)
+# Everything else (offline install from .whl/, nvidia-smi/torch/CUDA versions, tests/test_gpu.py, every benchmark
+# with --device cuda under per-benchmark timeouts, the summary table) is benchmarks/run_gpu.py.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+export PYTHONUNBUFFERED=1
+exec "$PY" benchmarks/run_gpu.py "$@"
