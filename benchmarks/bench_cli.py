@@ -1,6 +1,7 @@
-"""Start-up cost of the command line (issue 14, item 4): ``cnnlens --help``, ``cnnlens explain --help`` and the error
-about a missing image file, each against ``python -c "import torch, timm"`` measured in the same run (fresh
-interpreters, best of ``--repeat``). Target: every CLI row ≤ 0.3× the torch + timm import.
+"""Start-up cost of the command line (issue 14, item 4): ``cnnlens --help``, the help of ``explain``, ``evaluate`` and
+``sanity``, and errors found before torch (a missing image or data folder, an unknown model name), each against
+``python -c "import torch, timm"`` measured in the same run (fresh interpreters, best of ``--repeat``). Target: every CLI row
+≤ 0.3× the torch + timm import.
 
     python benchmarks/bench_cli.py [--repeat 5] [--device cpu|cuda]
 
@@ -47,6 +48,15 @@ def main() -> None:
             ("cnnlens explain --help", ["-c", CLI, "explain", "--help"], 0),
             ("cnnlens explain missing.jpg ... (error)",
              ["-c", CLI, "explain", "missing.jpg", "--model", "efficientnet_lite0", "--out", "out"], 2),
+            ("cnnlens evaluate --help", ["-c", CLI, "evaluate", "--help"], 0),
+            ("cnnlens sanity --help", ["-c", CLI, "sanity", "--help"], 0),
+            ("cnnlens evaluate --data missing/ ... (error)",
+             ["-c", CLI, "evaluate", "--model", "efficientnet_lite0", "--data", "missing", "--target", "predicted",
+              "--metrics", "average-drop", "--out", "out"], 2),
+            ("cnnlens evaluate --model efficientnet-lite0 (error)",
+             ["-c", CLI, "evaluate", "--model", "efficientnet-lite0", "--data", ".", "--out", "out"], 2),
+            ("cnnlens sanity missing.jpg ... (error)",
+             ["-c", CLI, "sanity", "missing.jpg", "--model", "efficientnet_lite0", "--out", "out"], 2),
             ("python -c 'pass'", ["-c", "pass"], 0),
         ]
         times = [(name, best_time(argv, args.repeat, tmp, expect)) for name, argv, expect in rows]

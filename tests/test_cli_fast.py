@@ -15,6 +15,12 @@ NO_TORCH = ("import atexit, sys; atexit.register(lambda: sys.modules.get('torch'
             "(sys.stderr.write('TORCH WAS IMPORTED\\n'), sys.stderr.flush(), __import__('os')._exit(99)))")
 
 
+def _eval(*extra: str, model="efficientnet_lite0", data=".", metrics="average-drop") -> list[str]:
+    """The issue's command (``cnnlens evaluate ... --target predicted --metrics average-drop``) with changes."""
+    return ["evaluate", "--model", model, "--data", data, "--target", "predicted", "--metrics", metrics, "--out", "o",
+            *extra]
+
+
 def _run(code: str, *args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=env,
@@ -44,7 +50,8 @@ def test_lazy_public_names_still_work():
 
 
 @pytest.mark.parametrize("args", [["--help"], ["explain", "--help"], ["sweep", "--help"], ["demo", "--help"],
-                                  ["layers", "--help"]])
+                                  ["layers", "--help"], ["evaluate", "--help"], ["sanity", "--help"],
+                                  ["report", "--help"]])
 def test_help_without_torch(args):
     r = _cli_without_torch(*args)
     assert r.returncode == 0, r.stderr
@@ -70,6 +77,28 @@ def test_top_level_help_lists_every_command_module():
     where, _, opaque = _scan_commands()
     modules = {p.stem for p in cli_dir.glob("*.py") if not p.stem.startswith("_")}
     assert modules == set(where.values()) | set(opaque)
+
+
+def test_metric_names_from_sources_match_the_registry():
+    import cnnlens.evaluation  # noqa: F401  (every module that may register a metric)
+    from cnnlens.cli._common import metric_names_from_sources
+    from cnnlens.metrics import METRICS
+    assert metric_names_from_sources() == set(METRICS)
+
+
+def test_model_names_are_rejected_early_only_when_certainly_unknown():
+    """The torch-free name list is the zoo's, and a name torchvision or timm may know is left to the zoo."""
+    import timm
+    import torchvision
+
+    from cnnlens.data.synthetic import ARCHS
+    from cnnlens.models import names, zoo
+    assert zoo.TORCHVISION_MODELS is names.TORCHVISION_MODELS and zoo.BUNDLED_MODELS is names.BUNDLED_MODELS
+    assert set(names.SYNTHETIC_ARCHS) == set(ARCHS)
+    for name in list(torchvision.models.list_models()) + list(timm.list_models())[::7] + list(names.known_model_names()):
+        assert names.certainly_unknown_model(name) is None, name
+    for name in ("efficientnet-lite0", "ResNet50", "resnet 50", "synthetic-vg", "vgg16/"):
+        assert names.certainly_unknown_model(name), name
 
 
 def test_method_names_from_sources_match_the_registry():
@@ -105,6 +134,26 @@ def test_scan_finds_commands_in_a_new_module(tmp_path, monkeypatch):
     (["sweep", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,nope", "--out", "o"],
      "unknown method 'nope'"),
     (["explain", "--model", "efficientnet_lite0", "--out", "o"], "Missing argument"),
+    # evaluate: every check that needs no model (the issue's example command, with one thing wrong each time)
+    (_eval(data="no_such_folder"), "--data must be 'synthetic', 'collage' or an existing"),
+    (_eval("--format", "jpg"), "--format must be one of folder, imagefolder"),
+    (_eval("--class-map", "voc-imagnet"), "unknown class map 'voc-imagnet'"),
+    (_eval("--workers", "-1"), "--workers must be 0 or more"),
+    (_eval("--workers", "two"), "'two' is not a valid integer"),
+    (_eval("--n-images", "0"), "--n-images must be at least 1"),
+    (_eval("--label-file", "labels.txt"), "label file not found: labels.txt"),
+    (_eval("--methods", "grad-cm"), "unknown method 'grad-cm'. Did you mean"),
+    (_eval(metrics="average_drop"), "unknown metric 'average_drop'. Did you mean: 'average-drop'"),
+    (_eval(model="efficientnet-lite0"), "unknown model 'efficientnet-lite0'. Did you mean: "
+     "'efficientnet_lite0'"),
+    (["evaluate", "--model", "synthetic-vg", "--data", "synthetic", "--out", "o"], "unknown synthetic model"),
+    (_eval(model="ResNet50"), "unknown model 'ResNet50'"),
+    (_eval("--option", "grad-cam"), "--option expects METHOD:KEY=VALUE"),
+    # sanity
+    (["sanity", "missing.jpg", "--model", "efficientnet_lite0", "--out", "o"], "image file not found: missing.jpg"),
+    (["sanity", "chelsea", "--model", "efficientnet-lite0", "--out", "o"], "unknown model 'efficientnet-lite0'"),
+    (["sanity", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,lrpp@epsilon", "--out", "o"],
+     "unknown method 'lrpp'"),
 ])
 def test_argument_errors_before_torch(tmp_path, args, message):
     r = _cli_without_torch(*args, cwd=str(tmp_path))

@@ -361,3 +361,37 @@ def test_bad_class_maps_formats_and_empty_datasets(tmp_path, tiny):
     with pytest.raises(InputError, match="empty dataset"):
         open_dataset(str(tmp_path / "d"), tiny, n_images=0)
     assert set(FORMATS) == {"folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc"}
+
+
+@pytest.mark.slow
+def test_issue_command_on_a_folder_of_real_photos(tmp_path, monkeypatch):
+    """Issue 11's failing case as a user types it: ``cnnlens evaluate --model efficientnet_lite0 --data FOLDER
+    --target predicted --metrics average-drop`` on real photos (no annotation files), one stored sideways with an
+    EXIF orientation tag: it runs, box metrics are n/a, and the sideways copy is scored exactly as its upright twin."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+    from skimage import data as skdata
+
+    from cnnlens.cli import main
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skdata.chelsea()).save(photos / "a_chelsea.png")
+    Image.fromarray(skdata.coffee()).save(photos / "b_coffee.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6                                    # "rotate 90° clockwise to display": stored turned left
+    Image.fromarray(skdata.chelsea()).transpose(Image.Transpose.ROTATE_90).save(photos / "c_chelsea_exif.png",
+                                                                                exif=exif)
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(main, ["evaluate", "--model", "efficientnet_lite0", "--data", str(photos), "--target",
+                                    "predicted", "--metrics", "average-drop,pointing-game", "--methods", "grad-cam",
+                                    "--quiet", "--no-plots", "--save-maps", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "n/a (no boxes)" in res.output
+    recs = {r["sample"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert len(recs) == 3
+    upright, sideways = recs["a_chelsea"], recs["c_chelsea_exif"]
+    assert upright["target"] == sideways["target"]
+    assert sideways["metrics"]["average-drop"] == pytest.approx(upright["metrics"]["average-drop"], abs=1e-4)
+    assert sideways["metrics"]["pointing-game"] is None

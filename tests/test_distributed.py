@@ -188,10 +188,54 @@ def _wait_for_a_block(proc, out: Path, timeout=240) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("sig, code", [
-    (signal.SIGINT, 130),
-    pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow),
-])
+class _SignalAfterTheFirstBlock:
+    """Wraps the CLI's stop flag: after the first block it sends this process a real SIGINT (the CLI's handler sets
+    the flag), then answers as the flag does."""
+
+    def __init__(self, stop):
+        self.stop, self.sent = stop, False
+
+    @property
+    def signum(self):
+        return self.stop.signum
+
+    def is_set(self) -> bool:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.stop.is_set()
+
+
+def test_cli_sigint_in_process_stops_after_the_block_exits_130_and_resumes(tmp_path, cache, monkeypatch):
+    """The default run's check of the CLI's signal path (handler, flag, one line, exit 130, resume) without a child
+    process; the real signal to a child process, and the resumed table's equality through the CLI, are the slow
+    test below."""
+    import cnnlens.evaluation as evaluation
+    real = evaluation.evaluate
+
+    def signalling(*args, stop=None, **kw):
+        return real(*args, stop=_SignalAfterTheFirstBlock(stop), **kw)
+    args = ARGS + ["--n-images", "4", "--metrics", "average-drop,pointing-game", "--out", str(tmp_path / "run")]
+    out = tmp_path / "run"
+    monkeypatch.setattr(evaluation, "evaluate", signalling)
+    previous = signal.getsignal(signal.SIGINT)
+    stopped = _in_process(args, cache, monkeypatch)
+    assert signal.getsignal(signal.SIGINT) is previous                     # the CLI's handler is removed again
+    assert stopped.exit_code == 130, stopped.output
+    lines = [x for x in stopped.output.strip().splitlines() if x.startswith("cnnlens:")]
+    assert len(lines) == 1 and "interrupted by SIGINT" in lines[0] and "run the same command again" in lines[0]
+    first = (out / "results.jsonl").read_text().splitlines()
+    assert len(first) == 2                                                 # exactly one block (2 images)
+    monkeypatch.setattr(evaluation, "evaluate", real)
+    again = _in_process(args, cache, monkeypatch)
+    assert again.exit_code == 0, again.output
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert lines[:2] == first and len(lines) == 4                          # kept, then completed (the table's
+    #                                                                        equality: the stop-flag test above)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_after_the_block_exits_with_its_code_and_resumes(tmp_path, cache, sig, code, monkeypatch):
     n = ["--n-images", "8"]
     out = tmp_path / "run"

@@ -80,6 +80,44 @@ def check_method_names(methods) -> None:
             raise MethodError(f"unknown method {name!r}.{suggest(name, known)} Available: {', '.join(sorted(known))}")
 
 
+def metric_names_from_sources() -> set[str]:
+    """The metric names registered anywhere in the package (a ``MetricSpec`` call with the name first), read from the sources with a
+    regular expression (no torch, a few ms)."""
+    import re
+    from pathlib import Path
+    pattern = re.compile(r"""MetricSpec\(\s*["']([\w-]+)["']""")
+    names: set[str] = set()
+    for path in Path(__file__).resolve().parents[1].rglob("*.py"):
+        try:
+            names.update(pattern.findall(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return names
+
+
+def check_metric_names(metrics: str) -> None:
+    """Unknown --metrics names → one-line InputError before torch is loaded (the runner re-checks later)."""
+    from ..errors import suggest
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
+    if metrics.strip() == "all":
+        return
+    known = metric_names_from_sources()
+    for name in wanted:
+        if known and name not in known:
+            hint = suggest(name.lower().replace("_", "-"), known)
+            raise InputError(f"unknown metric {name!r}.{hint} Available: {', '.join(sorted(known))}")
+
+
+def check_model_name(name: str) -> None:
+    """A --model name that no loader can accept → one-line ModelError before torch is loaded; names torchvision or
+    timm might know are left to the zoo."""
+    from ..errors import ModelError
+    from ..models.names import certainly_unknown_model
+    message = certainly_unknown_model(name)
+    if message is not None:
+        raise ModelError(message)
+
+
 def read_images(sources) -> list:
     """Decode every image argument (path or sample name) to a uint8 RGB array before torch is loaded: a missing,
     corrupt, truncated or oversized file (decompression bomb) stops the command with one line, nothing written."""
@@ -119,5 +157,5 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
 
 
-__all__ = ["CnnlensError", "check_device", "check_method_names", "load_model_quietly", "parse_option_values",
+__all__ = ["CnnlensError", "check_device", "check_method_names", "check_metric_names", "check_model_name", "load_model_quietly", "parse_option_values",
            "parse_target", "progress", "read_images"]

