@@ -389,3 +389,10 @@ def test_tables_order_layers_by_depth_then_naturally():
         ["b", "features.9", "features.10"]
     assert sorted(["x.10", "x.9", "input"], key=natural_key) == ["input", "x.9", "x.10"]
 
+
+def test_skipped_line_only_when_something_was_skipped():
+    from cnnlens.evaluation.tables import skipped_line
+    assert skipped_line(0) is None and skipped_line(None) is None and skipped_line({}) is None
+    assert skipped_line({"unreadable": 0, "too small": 0}) is None
+    assert skipped_line({"unreadable": 2, "too small": 0}) == "Skipped images: 2 (unreadable: 2)."
+    assert skipped_line(3) == "Skipped images: 3."

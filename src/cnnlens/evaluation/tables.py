@@ -94,13 +94,16 @@ def layer_table(rows: list[dict], specs: Sequence[MetricSpec],
 
 
 def skipped_line(skipped: Any) -> str | None:
-    """One sentence for the dataset's skipped images (``describe()["skipped"]``: a count or {reason: count})."""
+    """One sentence for the dataset's skipped images (``describe()["skipped"]``: a count or {reason: count}); None
+    when no image was skipped (also for a dict whose counts are all zero)."""
     if not skipped:
         return None
     if isinstance(skipped, dict):
-        total = sum(int(v) for v in skipped.values())
-        parts = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
-        return f"Skipped images: {total} ({parts})."
+        counts = {k: int(v) for k, v in skipped.items() if int(v)}
+        if not counts:
+            return None
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        return f"Skipped images: {sum(counts.values())} ({parts})."
     return f"Skipped images: {skipped}."
 
 
@@ -111,8 +114,9 @@ def write_tables(out: Path, rows: list[dict], specs: Sequence[MetricSpec], conve
     skipped = ds.get("skipped") if isinstance(ds, dict) else None
     md = [f"# cnnlens evaluation: {identity['model']} on {ds.get('name')} ({ds.get('n')} images)", "",
           f"Conventions: {conventions}.", ""]
-    if skipped_line(skipped):
-        md += [skipped_line(skipped), ""]
+    line = skipped_line(skipped)
+    if line:
+        md += [line, ""]
     md += ["Values: mean ± standard error over (image, class) pairs (pointing game: over classes); ↑ higher is "
            "better, ↓ lower is better; % except deletion/insertion AUC. s/map: explanation seconds per map. "
            "n/a (no boxes): the metric needs ground-truth boxes and the dataset has none.", "",
