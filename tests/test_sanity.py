@@ -280,8 +280,8 @@ def test_cli_sanity_happy_path(tmp_path):
     assert "| `grad-cam` | layer4 |" in md
     # the command is recorded whatever the entry point (here click's runner: sys.argv is pytest's), and the random
     # init of a zoo model without --weights is stated in both files, not only on stderr
-    command = (f"cnnlens sanity chelsea --model resnet18 --methods grad-cam,lrp@epsilon-plus --blocks {','.join(blocks)}"
-               f" --out {out} --quiet")
+    command = ("cnnlens sanity chelsea --model resnet18 --methods grad-cam,lrp@epsilon-plus "
+               f"--blocks {','.join(blocks)} --out {out} --quiet")
     assert data["command"] == command and f"```\n{command}\n```" in md
     assert data["weights"] == "random init — verdicts describe an untrained model"
     assert "**Weights: random init — verdicts describe an untrained model.**" in md
