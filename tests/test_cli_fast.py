@@ -152,6 +152,9 @@ def test_scan_finds_commands_in_a_new_module(tmp_path, monkeypatch):
     # sanity
     (["sanity", "missing.jpg", "--model", "efficientnet_lite0", "--out", "o"], "image file not found: missing.jpg"),
     (["sanity", "chelsea", "--model", "efficientnet-lite0", "--out", "o"], "unknown model 'efficientnet-lite0'"),
+    (["explain", "chelsea", "--model", "efficientnet-lite0", "--out", "o"], "unknown model 'efficientnet-lite0'"),
+    (["sweep", "chelsea", "--model", "ResNet50", "--out", "o"], "unknown model 'ResNet50'"),
+    (["layers", "--model", "efficientnet-lite0"], "unknown model 'efficientnet-lite0'"),
     (["sanity", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,lrpp@epsilon", "--out", "o"],
      "unknown method 'lrpp'"),
 ])

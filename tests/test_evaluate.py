@@ -366,3 +366,33 @@ def test_saved_maps_are_the_display_heatmaps(tmp_path):
     assert np.abs(rgb - want).mean() < 0.03                                  # JPEG of the denormalised input
     lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert sum("map" in x for x in lines) == 6
+
+
+def test_tables_order_layers_by_depth_then_naturally():
+    from cnnlens.evaluation import layer_table, markdown_table, summarize_records
+    from cnnlens.layer_order import layer_sort_key, natural_key
+    from cnnlens.metrics import get_metric
+    spec = get_metric("deletion")
+    layers = ["head", "features.14", "input", "features.9", "features.2+features.14"]
+    records = [{"method": "grad-cam", "layer": lay, "seconds": 0.1, "flags": {"constant_map": False},
+                "metrics": {"deletion": 0.5}, "target": 0} for lay in layers]
+    depth = {"features.2": 3, "features.9": 10, "features.14": 15, "head": 20}
+    rows = summarize_records(records, [spec], depth)
+    assert [r["layer"] for r in rows] == ["input", "features.9", "features.2+features.14", "features.14", "head"]
+    assert markdown_table(rows, [spec]).index("`features.9`") < markdown_table(rows, [spec]).index("`features.14`")
+    pivot = layer_table(rows, [spec], depth).splitlines()[0]
+    assert pivot.index("features.9 ") < pivot.index("features.14 ") < pivot.index("head ")
+    # unknown depth: natural order (numbers as numbers), "input" first; unknown layers after the known ones
+    assert [r["layer"] for r in summarize_records(records, [spec])] == \
+        ["input", "features.2+features.14", "features.9", "features.14", "head"]
+    assert sorted(["b", "features.10", "features.9"], key=lambda s: layer_sort_key(s, {"b": 0})) == \
+        ["b", "features.9", "features.10"]
+    assert sorted(["x.10", "x.9", "input"], key=natural_key) == ["input", "x.9", "x.10"]
+
+
+def test_skipped_line_only_when_something_was_skipped():
+    from cnnlens.evaluation.tables import skipped_line
+    assert skipped_line(0) is None and skipped_line(None) is None and skipped_line({}) is None
+    assert skipped_line({"unreadable": 0, "too small": 0}) is None
+    assert skipped_line({"unreadable": 2, "too small": 0}) == "Skipped images: 2 (unreadable: 2)."
+    assert skipped_line(3) == "Skipped images: 3."

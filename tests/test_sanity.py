@@ -276,7 +276,15 @@ def test_cli_sanity_happy_path(tmp_path):
     assert data["methods"][1]["options"] == {"composite": "epsilon-plus"}
     assert data["steps"]["cascade"] == list(reversed(blocks))
     assert (out / "maps_cascade_chelsea.png").is_file() and (out / "similarity_cascade.png").is_file()
-    assert "| `grad-cam` | layer4 |" in (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text()
+    assert "| `grad-cam` | layer4 |" in md
+    # the command is recorded whatever the entry point (here click's runner: sys.argv is pytest's), and the random
+    # init of a zoo model without --weights is stated in both files, not only on stderr
+    command = ("cnnlens sanity chelsea --model resnet18 --methods grad-cam,lrp@epsilon-plus "
+               f"--blocks {','.join(blocks)} --out {out} --quiet")
+    assert data["command"] == command and f"```\n{command}\n```" in md
+    assert data["weights"] == "random init — verdicts describe an untrained model"
+    assert "**Weights: random init — verdicts describe an untrained model.**" in md
 
 
 @pytest.mark.parametrize("args, message", [

@@ -249,9 +249,10 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
     if not dist.is_main:
         return
     click.echo(f"Conventions: {cfg.conventions()}")
-    if res.skipped:
-        from ..evaluation.tables import skipped_line
-        click.echo(skipped_line(res.skipped))
+    from ..evaluation.tables import skipped_line
+    line = skipped_line(res.skipped)
+    if line:                                     # nothing when no image was skipped ({reason: 0, ...} included)
+        click.echo(line)
     click.echo(res.table())
     click.echo(f"Wrote {out}/summary.md, summary.csv, summary.json, results.jsonl" +
                ("" if no_plots else " and plots"), err=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from . import main
-from ._common import (check_device, check_method_names, load_model_quietly, parse_option_values, parse_target, progress,
-                      read_images)
+from ._common import (check_device, check_method_names, check_model_name, load_model_quietly, parse_option_values,
+                      parse_target, progress, read_images)
 
 
 def _safe_stem(path: str, index: int, seen: set[str]) -> str:
@@ -43,7 +43,8 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
       cnnlens explain cat.jpg --model resnet50 --weights r50.pth --method relevance-cam --layer layer2 --out out/
       cnnlens explain cat.jpg --model vgg16 --weights vgg16.pth --method sglrp --composite dtd --out out/
     """
-    device = check_device(device)                 # options and every image are checked before torch is loaded
+    check_model_name(model_name)                  # the model name, options and every image: before torch is loaded
+    device = check_device(device)
     opts = parse_option_values(options)
     check_method_names([method])
     rgbs = read_images(images)
@@ -128,6 +129,7 @@ def layers_cmd(model_name, weights, show_all):
     Example:
       cnnlens layers --model resnet50
     """
+    check_model_name(model_name)                  # an unknown name: one line, before torch is loaded
     from ..models.layers import block_layers, report_from_records, stage_layers, trace_layers
     model, print_warnings = load_model_quietly(model_name, weights, "cpu", defer=True)
     recs = trace_layers(model)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 
 import click
 
@@ -88,6 +87,32 @@ def _twin(model, arch, path, device, progress: bool):
     return twin.to(torch.device(device))
 
 
+RANDOM_INIT_NOTE = "random init — verdicts describe an untrained model"
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as the user gave it, whatever the entry point (``cnnlens``, ``python -m cnnlens``, click's test
+    runner): ``cnnlens <command>`` with the arguments and every option set on the command line, in declaration
+    order."""
+    words = ["cnnlens", ctx.info_name or "sanity"]
+    from click.core import ParameterSource
+    for param in ctx.command.params:
+        if param.name is None or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            if value:
+                words.append(flag)
+        else:
+            for v in (value if getattr(param, "multiple", False) else [value]):
+                words += [flag, str(v)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def _check_before_torch(images, model_name: str, methods: str) -> None:
     """Image paths, the model name and the method names, checked before torch is imported (one line, exit 2)."""
     from ..image_files import check_image_source
@@ -166,10 +191,10 @@ def sanity_cmd(images, model_name, weights, methods, mode, layer, target, blocks
     imgs = [unnormalize(xi, model)[0] for xi in xs]
     meta = getattr(model, "cnnlens_meta", None)
     names = getattr(meta, "class_names", None)
-    command = "cnnlens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and \
-        sys.argv[0].endswith("cnnlens") else None
+    command = _command_line(click.get_current_context())
+    random_init = arch is None and getattr(meta, "pretrained", True) is False      # zoo model without weights
     written = write_outputs(report, out_dir, imgs, list(images), model_name=model_name, class_names=names,
-                            command=command)
+                            command=command, weights_note=RANDOM_INIT_NOTE if random_init else None)
     for label, per in report.verdicts().items():
         for test, v in per.items():
             stat = "—" if v["statistic"] is None else f"{v['statistic']:.2f}"

@@ -8,7 +8,7 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import check_device, check_method_names, load_model_quietly, parse_target, read_images
+from ._common import check_device, check_method_names, check_model_name, load_model_quietly, parse_target, read_images
 
 
 @main.command("sweep")
@@ -34,7 +34,8 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
       cnnlens sweep cat.jpg --model resnet50 --weights r50.pth --layers layer1,layer2,layer3,layer4 \\
           --methods relevance-cam,grad-cam,grad-cam++,score-cam --out sweep/
     """
-    device = check_device(device)                 # options and the image are checked before torch is loaded
+    check_model_name(model_name)                  # the model name, options and the image: before torch is loaded
+    device = check_device(device)
     check_method_names([m.strip() for m in methods.split(",") if m.strip()])
     rgb = read_images([image])[0]
     import cnnlens

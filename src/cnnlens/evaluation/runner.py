@@ -602,13 +602,14 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
     else:
         records = [r for part in dist.gather(records) for r in part]
     records = _latest(records)
-    summary = summarize_records(records, specs)
+    layer_depth = {name: i for i, (name, _) in enumerate(model.named_modules()) if name}
+    summary = summarize_records(records, specs, layer_depth)
     skipped = describe.get("skipped", 0) if isinstance(describe, dict) else 0
     results = Results(records, summary, out, cfg, metric_names, skipped)
     if out is not None and dist.is_main:
-        write_tables(out, summary, specs, cfg.conventions(), identity)
+        write_tables(out, summary, specs, cfg.conventions(), identity, layer_depth=layer_depth)
         if plots:
-            write_plots(out, records, summary, specs)
+            write_plots(out, records, summary, specs, layer_depth)
     dist.barrier()
     return results
 

@@ -9,10 +9,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..layer_order import layer_sort_key
 from ..metrics import MetricSpec, auc, summarize
 
 NA_NO_BOXES = "no boxes"
@@ -25,8 +26,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def summarize_records(records: list[dict], specs: Sequence[MetricSpec]) -> list[dict]:
-    """One row per (method, layer): {"method", "layer", "n", "seconds", metric: {"mean", "se", "n"[, "na"]}}.
+def summarize_records(records: list[dict], specs: Sequence[MetricSpec],
+                      layer_depth: Mapping[str, int] | None = None) -> list[dict]:
+    """One row per (method, layer): {"method", "layer", "n", "seconds", metric: {"mean", "se", "n"[, "na"]}}, by
+    method, then layer in network order (``layer_depth``: {module name: depth}; unknown layers in natural order).
 
     A metric none of whose records could be computed for a stated reason (``record["na"][metric]``, e.g. "no boxes")
     gets ``{"mean": nan, "se": nan, "n": 0, "na": reason}``."""
@@ -34,7 +37,8 @@ def summarize_records(records: list[dict], specs: Sequence[MetricSpec]) -> list[
     for r in records:
         groups.setdefault((r["method"], r["layer"]), []).append(r)
     rows = []
-    for (method, layer), recs in sorted(groups.items()):
+    for (method, layer), recs in sorted(groups.items(), key=lambda kv: (kv[0][0],
+                                                                       layer_sort_key(kv[0][1], layer_depth))):
         row: dict[str, Any] = {"method": method, "layer": layer, "n": len(recs),
                                "seconds": sum(r["seconds"] for r in recs) / len(recs),
                                "constant_maps": sum(r["flags"]["constant_map"] for r in recs)}
@@ -71,9 +75,11 @@ def markdown_table(rows: list[dict], specs: Sequence[MetricSpec]) -> str:
     return "\n".join(lines)
 
 
-def layer_table(rows: list[dict], specs: Sequence[MetricSpec]) -> str | None:
-    """The Relevance-CAM layout: one row per method, columns = (layer, metric). None with a single layer."""
-    layers = sorted({r["layer"] for r in rows})
+def layer_table(rows: list[dict], specs: Sequence[MetricSpec],
+                layer_depth: Mapping[str, int] | None = None) -> str | None:
+    """The Relevance-CAM layout: one row per method, columns = (layer, metric) in network order. None with a single
+    layer."""
+    layers = sorted({r["layer"] for r in rows}, key=lambda lay: layer_sort_key(lay, layer_depth))
     methods = sorted({r["method"] for r in rows})
     if len(layers) < 2:
         return None
@@ -88,30 +94,34 @@ def layer_table(rows: list[dict], specs: Sequence[MetricSpec]) -> str | None:
 
 
 def skipped_line(skipped: Any) -> str | None:
-    """One sentence for the dataset's skipped images (``describe()["skipped"]``: a count or {reason: count})."""
+    """One sentence for the dataset's skipped images (``describe()["skipped"]``: a count or {reason: count}); None
+    when no image was skipped (also for a dict whose counts are all zero)."""
     if not skipped:
         return None
     if isinstance(skipped, dict):
-        total = sum(int(v) for v in skipped.values())
-        parts = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
-        return f"Skipped images: {total} ({parts})."
+        counts = {k: int(v) for k, v in skipped.items() if int(v)}
+        if not counts:
+            return None
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        return f"Skipped images: {sum(counts.values())} ({parts})."
     return f"Skipped images: {skipped}."
 
 
 def write_tables(out: Path, rows: list[dict], specs: Sequence[MetricSpec], conventions: str, identity: dict,
-                 extra: dict | None = None) -> None:
+                 extra: dict | None = None, layer_depth: Mapping[str, int] | None = None) -> None:
     """``summary.md``, ``summary.csv``, ``summary.json`` (atomically)."""
     ds = identity["dataset"]
     skipped = ds.get("skipped") if isinstance(ds, dict) else None
     md = [f"# cnnlens evaluation: {identity['model']} on {ds.get('name')} ({ds.get('n')} images)", "",
           f"Conventions: {conventions}.", ""]
-    if skipped_line(skipped):
-        md += [skipped_line(skipped), ""]
+    line = skipped_line(skipped)
+    if line:
+        md += [line, ""]
     md += ["Values: mean ± standard error over (image, class) pairs (pointing game: over classes); ↑ higher is "
            "better, ↓ lower is better; % except deletion/insertion AUC. s/map: explanation seconds per map. "
            "n/a (no boxes): the metric needs ground-truth boxes and the dataset has none.", "",
            markdown_table(rows, specs), ""]
-    pivot = layer_table(rows, specs)
+    pivot = layer_table(rows, specs, layer_depth)
     if pivot:
         md += ["## By layer", "", pivot, ""]
     atomic_write_text(out / "summary.md", "\n".join(md))
@@ -151,7 +161,8 @@ def _save_figure(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_plots(out: Path, records: list[dict], rows: list[dict], specs: Sequence[MetricSpec]) -> list[Path]:
+def write_plots(out: Path, records: list[dict], rows: list[dict], specs: Sequence[MetricSpec],
+                layer_depth: Mapping[str, int] | None = None) -> list[Path]:
     """A bar chart per metric (mean ± SE per method/layer; none for a metric that is n/a everywhere) and the mean
     deletion / insertion curves."""
     import matplotlib
@@ -183,7 +194,8 @@ def write_plots(out: Path, records: list[dict], rows: list[dict], specs: Sequenc
         if not curves:
             continue
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
-        for (method, layer), cs in sorted(curves.items()):
+        for (method, layer), cs in sorted(curves.items(),
+                                          key=lambda kv: (kv[0][0], layer_sort_key(kv[0][1], layer_depth))):
             lengths = {len(c) for c in cs}
             if len(lengths) != 1:
                 continue

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..layer_order import natural_key as _natural_key
 from ._images import data_uri_file, data_uri_image_file, data_uri_map_file
 from .html import write_page
 
@@ -45,12 +45,6 @@ def layer_label(layer: Any) -> str:
     if isinstance(layer, (list, tuple)):
         return ",".join(str(v) for v in layer)
     return str(layer)
-
-
-def _natural_key(label: str) -> tuple:
-    """Sort key that puts "input" first and orders numbered layers by number (features.9 before features.14)."""
-    parts = re.split(r"(\d+)", label)
-    return (label != "input", [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p])
 
 
 def _na_notes(rec: dict[str, Any]) -> dict[str, str]:

@@ -68,8 +68,10 @@ def summary_table(report: SanityReport) -> str:
 
 def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np.ndarray], image_names: Sequence[str],
                   *, model_name: str, class_names: Sequence[str] | None = None,
-                  command: str | None = None) -> list[Path]:
-    """Write sanity.json, summary.md, maps_<image>.png (cascade) and similarity_<mode>.png into ``out_dir``."""
+                  command: str | None = None, weights_note: str | None = None) -> list[Path]:
+    """Write sanity.json, summary.md, maps_<image>.png (cascade) and similarity_<mode>.png into ``out_dir``.
+
+    weights_note: what the reader must know about the model's weights (e.g. a random init), in both files."""
     from ..viz import write_text_atomic
     out = Path(out_dir)
     written = []
@@ -79,6 +81,8 @@ def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np
     data["target_names"] = [class_names[t] if class_names else str(t) for t in report.targets.tolist()]
     if command:
         data["command"] = command
+    if weights_note:
+        data["weights"] = weights_note
     write_text_atomic(out / "sanity.json", json.dumps(data, indent=2))
     written.append(out / "sanity.json")
 
@@ -86,6 +90,8 @@ def write_outputs(report: SanityReport, out_dir: str | Path, images: Sequence[np
     md = [f"# Sanity checks: {model_name}", "",
           f"Images and explained classes (the trained model's, kept at every step): {targets}. Seed {report.seed}; "
           f"blocks randomised from the logits down: {', '.join(b.name for b in report.blocks)}.", ""]
+    if weights_note:
+        md += [f"**Weights: {weights_note}.**", ""]
     if command:
         md += ["Command:", "", f"```\n{command}\n```", ""]
     md += [summary_table(report), "",
