@@ -57,15 +57,9 @@ def _entries(methods: str, composite, options):
 def _load(model_name: str, weights, device: str, progress: bool):
     """(model, print_warnings, synthetic arch or None)."""
     if model_name.startswith("synthetic-"):
-        from ..data.synthetic import ARCHS, synthetic_model
-        from ..errors import ModelError
-        arch = model_name[len("synthetic-"):]
-        if arch not in ARCHS:
-            raise ModelError(f"unknown synthetic model {model_name!r}; choose from "
-                             f"{', '.join('synthetic-' + a for a in sorted(ARCHS))}")
-        if weights is not None:
-            raise ModelError("synthetic models take no --weights (they are trained and cached by cnnlens)")
-        return synthetic_model(arch, progress=progress).to(device), (lambda: None), arch
+        from ..evaluation.models import open_model
+        model, _ = open_model(model_name, weights, device=device, progress=progress)
+        return model, (lambda: None), model_name[len("synthetic-"):]
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
     return model, print_warnings, None
 
