@@ -16,32 +16,14 @@ import sys
 import warnings
 
 import torch
-from torch import nn
 
 import cnnlens
 
-
-class WideNet(nn.Module):
-    """Cheap net with one wide tap (1024 maps at 1/4 resolution): many masks at little forward cost. ``active``:
-    how many of its channels vary (the others are constant zero, which Score-CAM never forwards)."""
-
-    def __init__(self, active: int = 1024):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 4, stride=4)
-        self.act0 = nn.ReLU()
-        self.wide = nn.Conv2d(16, 1024, 1)
-        self.act1 = nn.ReLU()
-        self.fc = nn.Linear(1024, 10)
-        with torch.no_grad():
-            self.wide.weight[active:] = 0
-            self.wide.bias[active:] = -1.0                 # ReLU → constant 0 maps
-
-    def forward(self, x):
-        return self.fc(self.act1(self.wide(self.act0(self.stem(x)))).mean(dim=(2, 3)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_sise import WideNet  # noqa: E402  (the same cheap wide net)
 
 
 def worker(method: str, count: int, size: int, batch: int, device: str = "cpu") -> None:
-    sys.path.insert(0, os.path.dirname(__file__))
     from _timing import peak_memory_kib, start_peak_memory
     torch.manual_seed(0)
     x = torch.rand(1, 3, size, size).to(device)

@@ -130,15 +130,19 @@ def bench_time(batch: int, layers: list[str], rise_masks: int, device: str = "cp
 
 
 class WideNet(nn.Module):
-    """Cheap net with one wide 56² tap (1024 maps): many masks at little forward cost."""
+    """Cheap net with one wide 56² tap (1024 maps): many masks at little forward cost. ``active``: how many of its
+    channels vary (the others are constant zero, which Score-CAM never forwards; bench_memory uses it)."""
 
-    def __init__(self):
+    def __init__(self, active: int = 1024):
         super().__init__()
         self.stem = nn.Conv2d(3, 16, 4, stride=4)
         self.act0 = nn.ReLU()
         self.wide = nn.Conv2d(16, 1024, 1)
         self.act1 = nn.ReLU()
         self.fc = nn.Linear(1024, 10)
+        with torch.no_grad():
+            self.wide.weight[active:] = 0
+            self.wide.bias[active:] = -1.0                 # ReLU → constant 0 maps
 
     def forward(self, x):
         return self.fc(self.act1(self.wide(self.act0(self.stem(x)))).mean(dim=(2, 3)))
