@@ -172,7 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from cnnlens.evaluation import open_model
-    from cnnlens.evaluation.datasets import open_dataset
+    from cnnlens.data import open_dataset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, _ = open_model(args.model, device=args.device)

@@ -1,4 +1,4 @@
-"""Dataset layouts of cnnlens.evaluation.datasets on tiny datasets written here with PIL: folder, imagefolder, csv,
+"""Dataset layouts of cnnlens.data.layouts on tiny datasets written here with PIL: folder, imagefolder, csv,
 imagenet-loc, coco, voc; layout detection; class maps (file and built-in); EXIF orientation; boxes in the upright
 original frame; deterministic order; pickling for DataLoader workers; every bad input as one clear error."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 from cnnlens.data.annotations import AnnotationError
 from cnnlens.data.synthetic import SHAPES, SyntheticMeta
 from cnnlens.errors import CnnlensError, InputError
-from cnnlens.evaluation.datasets import FORMATS, detect_format, open_dataset, read_class_map
+from cnnlens.data.layouts import FORMATS, detect_format, open_dataset, read_class_map
 from cnnlens.metrics import boxes_mask
 
 
@@ -93,7 +93,7 @@ def test_exif_rotation_keeps_boxes_on_the_object(tmp_path, tiny):
     ds = open_dataset(str(tmp_path / "m.csv"), tiny)
     s = ds[0]
     assert s.size == (60, 40) and s.class_boxes(1).tolist() == [[10.0, 5.0, 30.0, 20.0]]
-    from cnnlens.data.boxes import read_rgb
+    from cnnlens.data.images import read_rgb
     bright = read_rgb(Path(s.path)).mean(0) > 0.5
     mask = boxes_mask(s.class_boxes(1), s.size)
     assert (bright == mask).float().mean() > 0.97                          # JPEG edges aside, the box is the object

@@ -182,7 +182,7 @@ def _check_before_torch(model_name, data, data_format, class_map, label_file, me
     if not builtin and not Path(data).exists():
         raise InputError(f"--data must be 'synthetic', 'collage' or an existing folder or file, got {data!r}")
     if class_map is not None:
-        maps = Path(__file__).resolve().parents[1] / "evaluation" / "datasets" / "classmaps"
+        maps = Path(__file__).resolve().parents[1] / "data" / "layouts" / "classmaps"
         names = sorted(p.stem for p in maps.glob("*.txt"))
         if class_map not in names and not Path(class_map).is_file():
             from ..errors import suggest

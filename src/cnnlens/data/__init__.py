@@ -1,14 +1,20 @@
-"""Datasets with ground-truth boxes for evaluation: VOC/ImageNet XML folders, synthetic scenes, photo collages."""
+"""The input side of cnnlens: pictures and datasets.
+
+- :mod:`.images`: load a picture (path, PIL image, array, sample name) as RGB or as model input; decode image files.
+- :mod:`.sample`: :class:`Sample`, one image with its boxes and the classes to explain.
+- :mod:`.preprocessing`: the model's input size, mean and std (:func:`model_preprocessing`, :func:`to_model_input`).
+- :mod:`.annotations`: Pascal VOC / ILSVRC XML boxes and label files.
+- :mod:`.layouts`: dataset layouts on disk (folder, imagefolder, csv, imagenet-loc, coco, voc) behind
+  :func:`open_dataset`, and class maps.
+- :mod:`.synthetic`, :mod:`.collage`: generated datasets with known boxes (synthetic scenes, photo collages).
+
+Nothing here imports the evaluation, the metrics or the CLI: they import this package.
+"""
 from .annotations import AnnotationError, Annotation, Box, LabelMap, parse_voc_xml, read_label_file
-from .boxes import Sample, model_preprocessing, to_model_input
+from .layouts import FORMATS, ClassMap, Entry, ImageDataset, VocFolder, detect_format, open_dataset, read_class_map
+from .preprocessing import model_preprocessing, to_model_input
+from .sample import Sample
 
-__all__ = ["Annotation", "AnnotationError", "Box", "LabelMap", "Sample", "VocFolder", "model_preprocessing",
-           "parse_voc_xml", "read_label_file", "to_model_input"]
-
-
-def __getattr__(name: str):
-    # VocFolder lives in cnnlens.evaluation.datasets.voc; imported on first use so ``import cnnlens.data`` stays light.
-    if name == "VocFolder":
-        from ..evaluation.datasets.voc import VocFolder
-        return VocFolder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["FORMATS", "Annotation", "AnnotationError", "Box", "ClassMap", "Entry", "ImageDataset", "LabelMap",
+           "Sample", "VocFolder", "detect_format", "model_preprocessing", "open_dataset", "parse_voc_xml",
+           "read_class_map", "read_label_file", "to_model_input"]

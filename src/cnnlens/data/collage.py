@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from .._state import model_device, model_dtype, preserved
 from ..errors import InputError
-from .boxes import Sample, model_preprocessing, to_model_input
+from .preprocessing import model_preprocessing, to_model_input
+from .sample import Sample
 from .images import SAMPLE_IMAGES, load_rgb, sample_image
 
 

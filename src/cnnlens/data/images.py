@@ -3,6 +3,7 @@
 Files larger than ``MAX_IMAGE_PIXELS`` (decompression bombs) or corrupt ones raise one :class:`InputError`."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # The torch-free part (paths, PIL, numpy → RGB arrays) lives in cnnlens.image_files; re-exported here.
@@ -37,3 +38,28 @@ def load_image(source: Any, model: nn.Module | None = None, *, size: int | tuple
         from .._state import model_device
         device = model_device(model)
     return x.to(device) if device is not None else x
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """(3,H,W) float32 in [0,1], turned upright by its EXIF orientation tag (as a photo viewer shows it)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    import numpy as np
+    import torch
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file after its EXIF orientation, from the header only (no decoding)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, ModelError
-from .boxes import Sample
+from .sample import Sample
 
 SHAPES = ("disc", "square", "triangle", "cross", "diamond", "ring")
 MEAN = (0.5, 0.5, 0.5)

@@ -8,7 +8,7 @@ adapters, the model and dataset openers, and the tables and plots.
 """
 from __future__ import annotations
 
-from .datasets import open_dataset
+from ..data.layouts import open_dataset
 from .models import open_model
 from .runner import (RESULTS, EvalConfig, Interrupted, MethodRun, PeerFailed, Results, ResumeError, evaluate,
                      safe_id)

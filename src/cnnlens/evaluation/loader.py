@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..data.boxes import Sample
+from ..data.sample import Sample
 from ..errors import CnnlensError
 
 

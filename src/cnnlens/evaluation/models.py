@@ -37,7 +37,7 @@ def open_model(name: str, weights: str | None = None, *, device: str = "cpu", pr
 
 def _num_outputs(model: nn.Module) -> int:
     from .._state import model_device, model_dtype, preserved
-    from ..data.boxes import model_preprocessing
+    from ..data.preprocessing import model_preprocessing
     size, _, _ = model_preprocessing(model)
     with preserved(model), torch.inference_mode():
         out = model(torch.zeros(1, 3, *size, device=model_device(model), dtype=model_dtype(model)))

@@ -29,7 +29,7 @@ from torch import nn
 
 from .._state import model_device, model_dtype, preserved
 from ..api import explain
-from ..data.boxes import Sample
+from ..data.sample import Sample
 from ..errors import CnnlensError, InputError, TargetError
 from ..methods import all_methods, get_method
 from ..metrics import (METRICS, MetricSpec, average_drop, average_drop_rcam, average_increase_rcam, auc,
@@ -509,7 +509,7 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
                                                                   and describe.get("has_labels") is False)
     if cfg.target == "label" and no_labels:
         raise InputError("the dataset has no labels: use --target predicted")
-    from ..data.boxes import model_preprocessing
+    from ..data.preprocessing import model_preprocessing
     _, mean, std = model_preprocessing(model)
     device, dtype = model_device(model), model_dtype(model)
     dist = distributed.current()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ...data.annotations import AnnotationError
+from ..annotations import AnnotationError
 from ...errors import InputError
 from .base import ImageDataset, RawImage, RawObject, build
 

@@ -2,7 +2,7 @@
 
 Every adapter reads its annotations once, in :func:`build`, into a list of :class:`Entry` (an image path, its boxes in
 pixels of the upright original image, its image-level labels). All checks run there, before an evaluation writes
-anything. :class:`ImageDataset` then decodes one entry per ``__getitem__`` into a :class:`~cnnlens.data.boxes.Sample`.
+anything. :class:`ImageDataset` then decodes one entry per ``__getitem__`` into a :class:`~cnnlens.data.Sample`.
 It holds only paths, numbers and tuples, so it pickles into DataLoader worker processes.
 """
 from __future__ import annotations
@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ...data.annotations import AnnotationError
-from ...data.boxes import IMAGE_SUFFIXES, Sample, image_size, model_preprocessing, read_rgb, to_model_input
 from ...errors import InputError
+from ..annotations import AnnotationError
+from ..images import image_size, read_rgb
+from ..preprocessing import model_preprocessing, to_model_input
+from ..sample import Sample
 from .classes import ClassResolver
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # compared in lower case
 
 BoxRow = tuple[int, float, float, float, float, bool]          # (class key, x1, y1, x2, y2, difficult)
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ...data.annotations import AnnotationError, LabelMap, label_map_from_names, read_label_file
+from ..annotations import AnnotationError, LabelMap, label_map_from_names, read_label_file
 from ...errors import InputError
 
 BUILTIN_CLASS_MAPS = {"voc-imagenet": "voc-imagenet.txt", "coco-imagenet": "coco-imagenet.txt"}
@@ -25,7 +25,7 @@ _INT = re.compile(r"^\d+$")
 def num_outputs(model) -> int:
     """The number of model outputs, from one forward pass on zeros (the model comes back untouched)."""
     from ..._state import model_device, model_dtype, preserved
-    from ...data.boxes import model_preprocessing
+    from ..preprocessing import model_preprocessing
     size, _, _ = model_preprocessing(model)
     with preserved(model), torch.inference_mode():
         out = model(torch.zeros(1, 3, *size, device=model_device(model), dtype=model_dtype(model)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ...data.annotations import AnnotationError, parse_voc_xml
+from ..annotations import AnnotationError, parse_voc_xml
 from ...errors import InputError
 from .base import ImageDataset, RawImage, RawObject, build, numbered_images
 from .classes import ClassResolver, ModelClasses, read_class_map
@@ -59,7 +59,7 @@ class VocFolder(ImageDataset):
                                                                  None)):
             raise AnnotationError("no class names: pass a label file (--label-file) listing the model's classes")
         if label_file is not None and num_classes is None:
-            from ...data.annotations import read_label_file
+            from ..annotations import read_label_file
             num_classes = len(read_label_file(label_file))
         if num_classes is None:
             num_classes = len(class_names or model.cnnlens_meta.class_names)

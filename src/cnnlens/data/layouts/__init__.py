@@ -62,7 +62,7 @@ def open_dataset(data: str, model, *, format: str | None = None, n_images: int |
     if format is not None and format not in FORMATS:
         raise InputError(f"unknown --format {format!r}; choose from {', '.join(FORMATS)}")
     if data == "synthetic" and format is None:
-        from ...data.synthetic import SHAPES, SyntheticScenes
+        from ..synthetic import SHAPES, SyntheticScenes
         meta = getattr(model, "cnnlens_meta", None)
         names = list(getattr(meta, "class_names", []) or [])
         if not names or names != list(SHAPES[:len(names)]):
@@ -71,7 +71,7 @@ def open_dataset(data: str, model, *, format: str | None = None, n_images: int |
         size = int(tuple(meta.input_size)[-1])
         return SyntheticScenes(200 if n_images is None else n_images, size=size, num_classes=len(names), seed=seed)
     if data == "collage" and format is None:
-        from ...data.collage import Collages
+        from ..collage import Collages
         return Collages(model, n_images, seed=seed)
     if not Path(data).exists():
         raise InputError(f"--data must be 'synthetic', 'collage' or an existing folder or file, got {data!r}")
@@ -102,6 +102,6 @@ def open_dataset(data: str, model, *, format: str | None = None, n_images: int |
         return open_coco(data, model, resolver, limit=n_images, clip_boxes=clip_boxes)
     from .voc import open_voc
     if label_file is None and not getattr(getattr(model, "cnnlens_meta", None), "class_names", None):
-        from ...data.annotations import AnnotationError
+        from ..annotations import AnnotationError
         raise AnnotationError("no class names: pass a label file (--label-file) listing the model's classes")
     return open_voc(data, model, resolver, limit=n_images, clip_boxes=clip_boxes)
