@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def test_folder_layout_without_labels(tmp_path, tiny):
     (tmp_path / "notes.txt").write_text("not an image")
     assert detect_format(tmp_path) == "folder"
     ds = open_dataset(str(tmp_path), tiny)
-    assert [ds[i].id for i in range(len(ds))] == ["a", "b"] and ds.format == "folder"
+    assert [ds[i].id for i in range(len(ds))] == ["a.jpg", "b.png"] and ds.format == "folder"
     s = ds[0]
     assert s.targets == [] and s.boxes == [] and s.has_boxes is False and s.path == str(tmp_path / "a.jpg")
     assert s.size == (40, 20) and s.image.shape == (3, 32, 32)          # EXIF orientation applied
@@ -108,8 +109,8 @@ def test_imagefolder_layout_names_wnids_and_indices(tmp_path, imagenet_tiny):
     assert detect_format(tmp_path) == "imagefolder"
     ds = open_dataset(str(tmp_path), imagenet_tiny)
     got = [(ds[i].id, ds[i].targets, ds[i].has_boxes) for i in range(len(ds))]
-    assert got == [("7/z1", [7], False), ("goldfish/sub/y2", [1], False), ("goldfish/y1", [1], False),
-                   ("n01440764/x1", [0], False)]
+    assert got == [("7/z1.png", [7], False), ("goldfish/sub/y2.jpg", [1], False), ("goldfish/y1.png", [1], False),
+                   ("n01440764/x1.png", [0], False)]
     assert ds.class_names[7] == "cock" and ds.describe()["format"] == "imagefolder"
     _image(tmp_path / "unicorn" / "u.png")
     with pytest.raises(AnnotationError, match="'unicorn' is not one of the model's 1000 classes") as info:
@@ -129,7 +130,7 @@ def test_csv_layout_boxes_labels_and_order(tmp_path, tiny):
         "img/r.png,bird,,,,\n")                     # a label without a box
     assert detect_format(tmp_path) == "csv" and detect_format(tmp_path / "m.csv") == "csv"
     ds = open_dataset(str(tmp_path), tiny)
-    assert [ds[i].id for i in range(3)] == ["img/q", "img/p", "img/r"]
+    assert [ds[i].id for i in range(3)] == ["img/q.jpg", "img/p.png", "img/r.png"]
     q, p, r = ds[0], ds[1], ds[2]
     assert q.size == (50, 100) and q.targets == [1, 2] and q.has_boxes
     assert q.class_boxes(1).tolist() == [[0, 0, 50, 25]] and q.class_boxes(2).tolist() == [[60, 10, 100, 50]]
@@ -142,7 +143,7 @@ def test_csv_layout_boxes_labels_and_order(tmp_path, tiny):
     assert ds[0].targets == [0] and not ds[0].has_boxes and not ds.has_boxes
     # n_images keeps the first images of the order; reopening gives the same order
     first = open_dataset(str(tmp_path / "m.csv"), tiny, n_images=2)
-    assert [first[i].id for i in range(len(first))] == ["img/q", "img/p"]
+    assert [first[i].id for i in range(len(first))] == ["img/q.jpg", "img/p.png"]
 
 
 def _imagenet_loc(root: Path, rows: list[str], mapping="n00000001 cat, house cat\nn00000002 dog\nn00000003 bird\n",
@@ -160,7 +161,8 @@ def test_imagenet_loc_layout(tmp_path, tiny):
                                     "ILSVRC2012_val_00000001,n00000003 5 6 7 8 n00000001 1 1 49 39"])
     assert detect_format(root) == "imagenet-loc"
     ds = open_dataset(str(root), tiny)
-    assert [ds[i].id for i in range(len(ds))] == ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"]
+    assert [ds[i].id for i in range(len(ds))] == ["val/ILSVRC2012_val_00000001.JPEG",
+                                                  "val/ILSVRC2012_val_00000002.JPEG"]
     s = ds[1]
     assert s.size == (40, 50) and s.targets == [1] and s.class_boxes(1).tolist() == [[0, 0, 10, 10], [20, 20, 50, 40]]
     assert ds[0].targets == [0, 2] and ds.class_names == ["cat", "dog", "bird"]   # the model's names, wnids resolved
@@ -202,7 +204,7 @@ def test_coco_layout_with_a_class_map_file(tmp_path, tiny):
     ds = open_dataset(str(tmp_path), tiny, class_map=str(cmap))
     assert len(ds) == 1 and ds.class_names == ["dog", "car", "person"]
     s = ds[0]
-    assert s.id == "000000000001" and s.size == (48, 64)
+    assert s.id == "000000000001.jpg" and s.size == (48, 64)
     assert s.class_boxes(0).tolist() == [[4, 5, 24, 15]]                 # [x, y, w, h] → half-open corners
     assert s.class_boxes(1).tolist() == [[30, 0, 64, 48]]                # crowd box kept (clipped 0.3 px) …
     assert s.targets == [0]                                              # … but not explained alone
@@ -270,7 +272,44 @@ def test_datasets_pickle_and_load_in_worker_processes(tmp_path, tiny):
     assert torch.equal(again[2].image, ds[2].image)
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=list)
     ids = [s.id for batch in loader for s in batch]
-    assert ids == ["im0", "im1", "im2", "im3"]
+    assert ids == ["im0.png", "im1.png", "im2.png", "im3.png"]
+
+
+# ------------------------------------------------------------------------------------------- ids (issue 21, item 3)
+def test_one_stem_or_one_file_name_stays_two_samples(tmp_path, tiny):
+    """Sample ids are paths relative to the dataset root: ``photo.jpg`` and ``photo.png`` (folder), ``cat/x.png`` and
+    ``dog/x.png`` (imagefolder) are two samples, two rows of the per-image results and two saved images."""
+    import json
+
+    from cnnlens.evaluation import EvalConfig, evaluate
+    flat = tmp_path / "flat"
+    _image(flat / "photo.jpg", value=40, rect=(2, 2, 20, 20))
+    _image(flat / "photo.png", value=200, rect=(10, 5, 35, 25))
+    nested = tmp_path / "nested"
+    _image(nested / "cat" / "x.png", value=40, rect=(2, 2, 20, 20))
+    _image(nested / "dog" / "x.png", value=200, rect=(10, 5, 35, 25))
+    for root, ids, cfg in ((flat, ["photo.jpg", "photo.png"], EvalConfig(target="predicted", batch_size=2)),
+                           (nested, ["cat/x.png", "dog/x.png"], EvalConfig(target="label", batch_size=2))):
+        ds = open_dataset(str(root), tiny)
+        assert [ds[i].id for i in range(len(ds))] == ids
+        out = tmp_path / f"eval-{root.name}"
+        res = evaluate(tiny, ds, "grad-cam", "average-drop", out=out, config=cfg, progress=False, plots=False,
+                       save_maps=2)
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert sorted(r["sample"] for r in rows) == ids and len(res.records) == 2
+        assert len({r["image"] for r in rows}) == 2 and len({r["map"] for r in rows}) == 2
+        assert sorted(p.name for p in (out / "images").iterdir()) == sorted(Path(r["image"]).name for r in rows)
+        assert len(list((out / "maps").iterdir())) == 2
+
+
+def test_safe_id_is_one_file_per_id_also_on_case_insensitive_file_systems():
+    from cnnlens.evaluation import safe_id
+    ids = ["photo.jpg", "photo.png", "Photo.jpg", "a/x.jpg", "b/x.jpg", "a_x.jpg", "a x.jpg", ".hidden.png",
+           "x" * 120 + "1.png", "x" * 120 + "2.png", "ü.png", "u.png"]
+    names = [safe_id(i) for i in ids]
+    assert len({n.lower() for n in names}) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", n) and len(n) <= 111 for n in names)
+    assert safe_id("photo.jpg") == "photo.jpg" and safe_id("a/x.jpg").startswith("a_x.jpg-")
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -391,7 +430,7 @@ def test_issue_command_on_a_folder_of_real_photos(tmp_path, monkeypatch):
     assert "n/a (no boxes)" in res.output
     recs = {r["sample"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert len(recs) == 3
-    upright, sideways = recs["a_chelsea"], recs["c_chelsea_exif"]
+    upright, sideways = recs["a_chelsea.png"], recs["c_chelsea_exif.png"]
     assert upright["target"] == sideways["target"]
     assert sideways["metrics"]["average-drop"] == pytest.approx(upright["metrics"]["average-drop"], abs=1e-4)
     assert sideways["metrics"]["pointing-game"] is None

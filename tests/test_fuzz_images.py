@@ -211,3 +211,72 @@ def test_cli_explains_odd_images_correctly(corpus, tmp_path, lite0):
 def test_cli_explains_every_odd_image(corpus, tmp_path, lite0):
     _, good = corpus
     _cli_explains(good, sorted(good), tmp_path / "out", lite0)
+
+
+# ---------------------------------------------------------------------------------- one reader (issue 21, item 4)
+def test_every_command_reads_a_file_upright_by_its_exif_orientation(tmp_path):
+    """explain/sweep/sanity (load_rgb, load_image) and evaluate (the dataset layouts) decode a file with one reader:
+    a photo stored sideways with EXIF orientation 6 comes out upright in both, pixel for pixel, and its size from
+    the header is the upright one."""
+    from cnnlens.data.images import image_size, read_rgb
+    photo = _photo(64, 48)
+    exif = Image.Exif()
+    exif[0x0112] = 6                           # "rotate 90° clockwise to display": stored turned left
+    photo.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png", exif=exif)
+    photo.save(tmp_path / "upright.png")
+    upright = np.asarray(photo)
+    assert np.array_equal(load_rgb(str(tmp_path / "sideways.png")), upright)
+    assert torch.equal(read_rgb(tmp_path / "sideways.png"), torch.from_numpy(upright.copy()).permute(2, 0, 1) / 255.0)
+    assert image_size(tmp_path / "sideways.png") == (48, 64) == image_size(tmp_path / "upright.png")
+    assert torch.equal(load_image(tmp_path / "sideways.png"), load_image(tmp_path / "upright.png"))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["sweep", "sanity"])
+def test_cli_other_image_commands_refuse_bad_files_in_one_line(corpus, tmp_path, command):
+    """``sweep`` and ``sanity`` read through the same reader as ``explain``: one line, exit 2, nothing written."""
+    from cnnlens.cli import main
+    bad, _ = corpus
+    for name in ("truncated.jpg", "bomb.png", "text.jpg"):
+        path, phrase = bad[name]
+        out = tmp_path / f"{command}-{name}"
+        res = CliRunner().invoke(main, [command, str(path), "--model", "efficientnet_lite0", "--out", str(out)])
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 2, (name, res.output)
+        assert len(lines) == 1 and lines[0].startswith("cnnlens: error:") and phrase in lines[0], (name, res.output)
+        assert not out.exists() or not any(out.iterdir()), name
+
+
+@pytest.mark.timeout(180)
+def test_cli_evaluate_skips_and_counts_every_bad_file_of_a_folder(corpus, tmp_path):
+    """The fuzz corpus as one folder through ``cnnlens evaluate``: every odd-but-valid file is evaluated, every bad
+    one (bombs and non-images found from the header, truncated data found while decoding) is skipped, counted and
+    named in the summary, never a traceback; a re-run (resume) reports the same."""
+    import shutil
+
+    from cnnlens.cli import main
+    bad, good = corpus
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = {name: good[name] for name in ("cmyk.jpg", "gray16.png")}     # a few: the model's time is not the point
+    for name, (path, _) in {**bad, **good}.items():
+        shutil.copy(path, folder / name)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", "efficientnet_lite0", "--data", str(folder), "--target", "predicted",
+            "--methods", "grad-cam", "--metrics", "average-drop", "--batch-size", "4", "--quiet", "--no-plots",
+            "--out", str(out)]
+    for attempt in range(2):                                            # the second run resumes: nothing to do
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        assert "Traceback" not in res.output
+        line = next(x for x in res.output.splitlines() if x.startswith("Skipped images:"))
+        assert line.startswith(f"Skipped images: {len(bad)} (unreadable: {len(bad)}) — "), line
+        summary = json.loads((out / "summary.json").read_text())
+        assert {k: v for k, v in summary["skipped"].items() if v} == {"unreadable": len(bad)}
+        assert sorted(summary["unreadable"]) == sorted(bad)
+        for name, (_, phrase) in bad.items():
+            why = summary["unreadable"][name]
+            assert why.startswith(f"{name}: ") and phrase in why and "\n" not in why, why
+        assert f"Skipped images: {len(bad)}" in (out / "summary.md").read_text()
+        rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        assert {r["sample"] for r in rows if "method" in r} == set(good)

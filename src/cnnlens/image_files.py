@@ -3,11 +3,14 @@
 No torch here, so the command line can check every image before it loads torch. Files are refused with one clear
 :class:`~cnnlens.errors.InputError` when they are missing, unreadable, corrupt or truncated, or larger than
 :data:`MAX_IMAGE_PIXELS` (a "decompression bomb": a small file whose header claims a huge picture); the size is checked
-from the header, before any pixel is decoded.
+from the header, before any pixel is decoded. A file is turned upright by its EXIF orientation tag (as a photo viewer
+shows it), for every command alike: ``explain``, ``sweep``, ``sanity``, ``demo`` and ``evaluate`` read files with
+:func:`read_image_file` (sizes with :func:`image_file_size`).
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,35 +113,79 @@ def load_rgb(source: Any) -> np.ndarray:
                      f"or a sample name ({', '.join(SAMPLE_IMAGES)})")
 
 
-def read_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Decode the image file at ``path`` → uint8 RGB (H,W,3); any failure is one :class:`InputError` line."""
+#: EXIF orientations (tag 0x0112) that swap width and height: transposed, rotated 90° or 270°, transversed.
+_SWAPS_SIDES = (5, 6, 7, 8)
+
+
+def _open_checked(s: str):
+    """``Image.open`` with the size checks of the header: a declared picture over :data:`MAX_IMAGE_PIXELS` or an
+    empty one raises :class:`InputError` before any pixel is decoded."""
+    from PIL import Image
+    img = Image.open(s)
+    w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:
+        img.close()
+        raise InputError(f"{s} declares a {w}×{h} picture ({w * h / 1e6:.0f} Mpx), more than the limit of "
+                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (a decompression bomb?); raise "
+                         f"cnnlens.image_files.MAX_IMAGE_PIXELS to read it")
+    if w < 1 or h < 1:
+        img.close()
+        raise InputError(f"{s} is an empty ({w}×{h}) picture")
+    return img
+
+
+def _one_line(s: str, exc: BaseException) -> InputError:
+    """The one-line :class:`InputError` of a failure to open or decode ``s``."""
     from PIL import Image, UnidentifiedImageError
+    if isinstance(exc, InputError):
+        return exc
+    if isinstance(exc, Image.DecompressionBombError):     # PIL's own limit (2 × Image.MAX_IMAGE_PIXELS), at open
+        size = re.search(r"\d+", str(exc))
+        mpx = f" {int(size.group()) / 1e6:.0f} Mpx" if size else ""
+        return InputError(f"{s} declares a{mpx} picture, more than PIL's limit (a decompression bomb?)")
+    if isinstance(exc, UnidentifiedImageError):
+        return InputError(f"{s} is not an image file PIL can read")
+    if isinstance(exc, PermissionError):
+        return InputError(f"cannot read {s}: permission denied")
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"{s} is a directory, not an image file")
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"image file not found: {s}")
+    if isinstance(exc, MemoryError):
+        return InputError(f"{s} is too large to decode in the available memory")
+    # PIL's decoders raise many types on corrupt data (OSError, SyntaxError, ValueError, struct.error, EOFError, ...)
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return InputError(f"cannot read image {s}: {first} (truncated or corrupt file?)")
+
+
+def read_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Decode the image file at ``path`` → uint8 RGB (H,W,3), upright by its EXIF orientation; any failure is one
+    :class:`InputError` line (bombs refused from the header, see the module docstring)."""
+    from PIL import ImageOps
     s = os.fspath(path)
     try:
-        with Image.open(s) as img:
-            w, h = img.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise InputError(f"{s} declares a {w}×{h} picture ({w * h / 1e6:.0f} Mpx), more than the limit of "
-                                 f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (a decompression bomb?); raise "
-                                 f"cnnlens.image_files.MAX_IMAGE_PIXELS to read it")
-            if w < 1 or h < 1:
-                raise InputError(f"{s} is an empty ({w}×{h}) picture")
+        with _open_checked(s) as img:
             img.load()
-            return _pil_to_rgb(img)
-    except InputError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{s} is refused as a decompression bomb: {str(exc).splitlines()[0]}") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{s} is not an image file PIL can read") from None
-    except PermissionError:
-        raise InputError(f"cannot read {s}: permission denied") from None
-    except IsADirectoryError:
-        raise InputError(f"{s} is a directory, not an image file") from None
-    except FileNotFoundError:
-        raise InputError(f"image file not found: {s}") from None
-    except MemoryError:
-        raise InputError(f"{s} is too large to decode in the available memory") from None
-    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on corrupt data (OSError, SyntaxError,
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]    # ValueError, struct.error, EOFError, ...)
-        raise InputError(f"cannot read image {s}: {first} (truncated or corrupt file?)") from None
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored
+                upright = img
+            return _pil_to_rgb(upright)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line (see _one_line)
+        raise _one_line(s, exc) from None
+
+
+def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of the image file at ``path`` as :func:`read_image_file` returns it (after the EXIF orientation), from
+    the header only; the same one-line :class:`InputError` for a missing, unreadable or oversized file."""
+    s = os.fspath(path)
+    try:
+        with _open_checked(s) as img:
+            w, h = img.size
+            try:
+                orientation = img.getexif().get(0x0112, 1)
+            except Exception:  # noqa: BLE001 - a malformed EXIF block: as stored (read_image_file does the same)
+                orientation = 1
+    except Exception as exc:  # noqa: BLE001
+        raise _one_line(s, exc) from None
+    return (w, h) if orientation in _SWAPS_SIDES else (h, w)

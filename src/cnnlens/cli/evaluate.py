@@ -250,7 +250,7 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
         return
     click.echo(f"Conventions: {cfg.conventions()}")
     from ..evaluation.tables import skipped_line
-    line = skipped_line(res.skipped)
+    line = skipped_line(res.skipped, res.unreadable)
     if line:                                     # nothing when no image was skipped ({reason: 0, ...} included)
         click.echo(line)
     click.echo(res.table())

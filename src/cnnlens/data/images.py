@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 # The torch-free part (paths, PIL, numpy → RGB arrays) lives in cnnlens.image_files; re-exported here.
 from ..errors import InputError
-from ..image_files import (MAX_IMAGE_PIXELS, SAMPLE_IMAGES, load_rgb, read_image_file, sample_image,  # noqa: F401
-                           to_rgb_array)
+from ..image_files import (MAX_IMAGE_PIXELS, SAMPLE_IMAGES, image_file_size, load_rgb, read_image_file,  # noqa: F401
+                           sample_image, to_rgb_array)
 
 #: Longest side ÷ shortest side that resize-and-crop accepts.
 MAX_ASPECT_RATIO = 64
@@ -40,26 +40,18 @@ def load_image(source: Any, model: nn.Module | None = None, *, size: int | tuple
     return x.to(device) if device is not None else x
 
 
-def read_rgb(path: Path) -> torch.Tensor:
-    """(3,H,W) float32 in [0,1], turned upright by its EXIF orientation tag (as a photo viewer shows it)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    import numpy as np
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """(3,H,W) float32 in [0,1] of an image file, decoded by the one reader of every command
+    (:func:`cnnlens.image_files.read_image_file`: upright by its EXIF orientation, bombs and corrupt files refused in
+    one :class:`InputError` line)."""
     import torch
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
+    arr = read_image_file(path)
+    if not arr.flags.writeable:
+        arr = arr.copy()
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file after its EXIF orientation, from the header only (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file after its EXIF orientation, from the header only
+    (:func:`cnnlens.image_files.image_file_size`)."""
+    return image_file_size(path)

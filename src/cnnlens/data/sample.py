@@ -17,7 +17,9 @@ class Sample:
     A class key is the model's class index, unless ``candidates`` maps it (a class map: a dataset class standing for a
     set of model classes): then the target is the model's highest-scoring class of ``candidates[key]`` and the boxes
     are those of the key. ``has_boxes`` is False for a dataset without boxes (metrics that need boxes report n/a);
-    ``path`` is the source file, when there is one. A class-mapped dataset's ``class_names`` name its keys."""
+    ``path`` is the source file, when there is one. A class-mapped dataset's ``class_names`` name its keys.
+    ``unreadable``: why the file could not be decoded (one line), for a sample that stands in for it (its image is
+    zeros): the evaluation skips it and counts it in the summary."""
     id: str
     image: torch.Tensor
     size: tuple[int, int]
@@ -26,6 +28,7 @@ class Sample:
     candidates: dict[int, tuple[int, ...]] = field(default_factory=dict)
     has_boxes: bool = True
     path: str | None = None
+    unreadable: str | None = None
 
     def class_boxes(self, c: int) -> torch.Tensor:
         return torch.tensor([b[1:] for b in self.boxes if b[0] == c], dtype=torch.float64).reshape(-1, 4)

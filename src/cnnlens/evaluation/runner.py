@@ -44,6 +44,7 @@ from .tables import (NA_NO_BOXES, atomic_write_text, markdown_table, summarize_r
 RESULTS = "results.jsonl"
 SHARD = "results.rank{}.jsonl"
 RUN = "run.json"
+SKIPPED = "skipped"      # the key of a record standing for an image skipped while decoding (no method, no metrics)
 DISPLAY = 224            # long side of the saved images and maps (px)
 
 
@@ -122,6 +123,7 @@ class Results:
     config: EvalConfig
     metrics: list[str]
     skipped: Any = 0
+    unreadable: dict[str, str] = field(default_factory=dict)   # sample id → why it was skipped (one line)
 
     def table(self) -> str:
         return markdown_table(self.summary, [METRICS[m] for m in self.metrics])
@@ -167,8 +169,13 @@ def _units(samples: list[Sample], x: torch.Tensor, logits: torch.Tensor, cfg: Ev
     unit_sample: list[int] = []
     keys: list[int] = []
     pending: list[tuple[int, tuple[int, ...]]] = []       # (unit, candidate classes) resolved on the device
+    readable = [i for i, s in enumerate(samples) if s.unreadable is None]     # unreadable files: no unit, counted
+    if not readable:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return _Units([], [], [], x[:0], empty, torch.zeros(0, device=device))
     if cfg.target == "label":
-        for i, s in enumerate(samples):
+        for i in readable:
+            s = samples[i]
             for key in s.targets:
                 cands = s.model_classes(int(key))
                 for c in cands:
@@ -196,9 +203,9 @@ def _units(samples: list[Sample], x: torch.Tensor, logits: torch.Tensor, cfg: Ev
         labels: list[int | None] = list(keys)
     else:
         pred = logits.argmax(1).tolist()                               # one transfer for the block
-        unit_sample = list(range(len(samples)))
-        targets = [int(p) for p in pred]
-        labels = [_label_of(s, t) for s, t in zip(samples, targets)]
+        unit_sample = readable
+        targets = [int(pred[i]) for i in readable]
+        labels = [_label_of(samples[i], t) for i, t in zip(readable, targets)]
     sel = torch.tensor(unit_sample, device=device)
     t = torch.tensor(targets, device=device)
     base_y = class_scores(logits.index_select(0, sel), t, cfg.score)
@@ -322,7 +329,7 @@ def _read_shard(path: Path, required_metrics: set[str]) -> tuple[dict[str, list[
     done = {}
     for bid in order:
         recs = blocks[bid]
-        if len(recs) == sizes[bid] and all(required_metrics <= set(r["metrics"]) for r in recs):
+        if len(recs) == sizes[bid] and all(SKIPPED in r or required_metrics <= set(r["metrics"]) for r in recs):
             done[bid] = recs
         else:
             dirty = True
@@ -385,12 +392,20 @@ def _block_order(bid: str) -> tuple[int, str]:
 
 
 # ------------------------------------------------------------------------------------------ maps for the report
+_PLAIN_ID = re.compile(r"[a-z0-9_-][a-z0-9._-]{0,99}")
+
+
 def safe_id(sample_id: str) -> str:
-    """A file-name-safe, collision-free form of a sample id."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(sample_id))[:100].lstrip(".") or "image"
-    if safe != sample_id:
-        safe += "-" + hashlib.sha1(str(sample_id).encode("utf-8")).hexdigest()[:8]
-    return safe
+    """A file name for a sample id (a path relative to the dataset root, e.g. ``a/x.jpg``), one per id, also on
+    case-insensitive file systems: the id itself when it is only lower-case letters, digits, ``.``, ``_`` and ``-``
+    (at most 100, no leading dot); otherwise the id with other characters replaced by ``_`` (cut at 100), then ``-``
+    and 10 hex digits of the id's SHA-1. So ``a/x.jpg`` and ``b/x.jpg``, or ``Photo.jpg`` and ``photo.jpg``, get two
+    files."""
+    sid = str(sample_id)
+    if _PLAIN_ID.fullmatch(sid):
+        return sid
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", sid)[:100].lstrip(".") or "image"
+    return f"{safe}-{hashlib.sha1(sid.encode('utf-8')).hexdigest()[:10]}"
 
 
 def _display_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -601,13 +616,17 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
                 p.unlink(missing_ok=True)
     else:
         records = [r for part in dist.gather(records) for r in part]
+    listed = dict(describe.get("unreadable") or {}) if isinstance(describe, dict) else {}
+    unreadable = {**listed, **_unreadable(records)}
     records = _latest(records)
     layer_depth = {name: i for i, (name, _) in enumerate(model.named_modules()) if name}
     summary = summarize_records(records, specs, layer_depth)
     skipped = describe.get("skipped", 0) if isinstance(describe, dict) else 0
-    results = Results(records, summary, out, cfg, metric_names, skipped)
+    skipped = _with_unreadable(skipped, unreadable, listed)
+    results = Results(records, summary, out, cfg, metric_names, skipped, unreadable)
     if out is not None and dist.is_main:
-        write_tables(out, summary, specs, cfg.conventions(), identity, layer_depth=layer_depth)
+        write_tables(out, summary, specs, cfg.conventions(), identity, layer_depth=layer_depth, skipped=skipped,
+                     unreadable=unreadable)
         if plots:
             write_plots(out, records, summary, specs, layer_depth)
     dist.barrier()
@@ -617,6 +636,9 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
 def _run_block(model, run: MethodRun, block: Block, units: _Units, specs, cfg, mean, std, target_names,
                label_names, maps_out: Path | None, save_maps: int) -> list[dict]:
     samples = block.samples
+    skips = [{"sample": s.id, SKIPPED: "unreadable", "reason": s.unreadable} for s in samples if s.unreadable]
+    if not units.sample:                                     # every image of the block is unreadable
+        return _label_block(skips, block.index, run)
     first = block.index * cfg.batch_size
     t0 = time.perf_counter()
     outs = _explain_maps(model, units.x, run, units.t, cfg.seed + block.index)
@@ -674,15 +696,38 @@ def _run_block(model, run: MethodRun, block: Block, units: _Units, specs, cfg, m
                                                        _display_size(s.size))[0])
                 rec["map"] = rel
             block_recs.append(rec)
-    bid = _block_id(block.index, run)
+    return _label_block(block_recs + skips, block.index, run)
+
+
+def _label_block(block_recs: list[dict], index: int, run: MethodRun) -> list[dict]:
+    bid = _block_id(index, run)
     for rec in block_recs:
         rec["block"], rec["block_size"] = bid, len(block_recs)
     return block_recs
 
 
+def _unreadable(records: list[dict]) -> dict[str, str]:
+    """Sample id → reason of the images skipped while decoding (their records, one per block and method)."""
+    return {r["sample"]: str(r.get("reason") or "unreadable") for r in records if SKIPPED in r}
+
+
+def _with_unreadable(skipped: Any, found: dict[str, str], listed: dict[str, str]) -> Any:
+    """The dataset's skipped counts plus the images found unreadable while decoding (``found``, not yet among the
+    ``listed`` ones the dataset skipped when it was opened)."""
+    new = [k for k in found if k not in listed]
+    if not new:
+        return skipped
+    out = dict(skipped) if isinstance(skipped, dict) else ({"other": int(skipped)} if skipped else {})
+    out["unreadable"] = int(out.get("unreadable", 0)) + len(new)
+    return out
+
+
 def _latest(records: list[dict]) -> list[dict]:
-    """One record per (sample, target, method, layer): the last written; sorted for a run-independent order."""
+    """One record per (sample, target, method, layer): the last written; sorted for a run-independent order. The
+    records of images skipped while decoding are left out (see :func:`_unreadable`)."""
     by_key = {}
     for r in records:
+        if SKIPPED in r:
+            continue
         by_key[(r["sample"], r["target"], r["method"], r["layer"])] = r
     return [by_key[k] for k in sorted(by_key, key=lambda k: (k[2], k[3], k[0], k[1]))]

@@ -93,9 +93,18 @@ def layer_table(rows: list[dict], specs: Sequence[MetricSpec],
     return "\n".join(lines)
 
 
-def skipped_line(skipped: Any) -> str | None:
+#: Unreadable images named in the skipped line (the rest are in summary.json's ``unreadable``).
+NAMED_UNREADABLE = 3
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
+def skipped_line(skipped: Any, unreadable: Mapping[str, str] | None = None) -> str | None:
     """One sentence for the dataset's skipped images (``describe()["skipped"]``: a count or {reason: count}); None
-    when no image was skipped (also for a dict whose counts are all zero)."""
+    when no image was skipped (also for a dict whose counts are all zero). ``unreadable`` (sample id → why, as
+    ``"<id>: <reason>"``) names the first unreadable files: ``Skipped images: 1 (unreadable: 1) — huge.png: ...``."""
     if not skipped:
         return None
     if isinstance(skipped, dict):
@@ -103,18 +112,30 @@ def skipped_line(skipped: Any) -> str | None:
         if not counts:
             return None
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-        return f"Skipped images: {sum(counts.values())} ({parts})."
-    return f"Skipped images: {skipped}."
+        line = f"Skipped images: {sum(counts.values())} ({parts})"
+    else:
+        line = f"Skipped images: {skipped}"
+    if unreadable:
+        why = [str(v) for _, v in sorted(unreadable.items())]
+        more = len(why) - NAMED_UNREADABLE
+        line += " — " + "; ".join(_clip(w.rstrip("."), 100) for w in why[:NAMED_UNREADABLE])
+        line += f"; {more} more" if more > 0 else ""
+    return line + "."
 
 
 def write_tables(out: Path, rows: list[dict], specs: Sequence[MetricSpec], conventions: str, identity: dict,
-                 extra: dict | None = None, layer_depth: Mapping[str, int] | None = None) -> None:
-    """``summary.md``, ``summary.csv``, ``summary.json`` (atomically)."""
+                 extra: dict | None = None, layer_depth: Mapping[str, int] | None = None, *, skipped: Any = None,
+                 unreadable: Mapping[str, str] | None = None) -> None:
+    """``summary.md``, ``summary.csv``, ``summary.json`` (atomically). ``skipped`` (default: the dataset's) and
+    ``unreadable`` (sample id → why) describe the images left out."""
     ds = identity["dataset"]
-    skipped = ds.get("skipped") if isinstance(ds, dict) else None
+    if skipped is None:
+        skipped = ds.get("skipped") if isinstance(ds, dict) else None
+    if unreadable is None:
+        unreadable = (ds.get("unreadable") if isinstance(ds, dict) else None) or {}
     md = [f"# cnnlens evaluation: {identity['model']} on {ds.get('name')} ({ds.get('n')} images)", "",
           f"Conventions: {conventions}.", ""]
-    line = skipped_line(skipped)
+    line = skipped_line(skipped, unreadable)
     if line:
         md += [line, ""]
     md += ["Values: mean ± standard error over (image, class) pairs (pointing game: over classes); ↑ higher is "
@@ -140,6 +161,8 @@ def write_tables(out: Path, rows: list[dict], specs: Sequence[MetricSpec], conve
                      "needs_boxes": s.needs_boxes} for s in specs}
     payload = {"identity": identity, "conventions": conventions, "metrics": meta,
                "rows": [dict(r) for r in rows], "skipped": skipped or 0}
+    if unreadable:
+        payload["unreadable"] = dict(sorted(unreadable.items()))
     payload.update(extra or {})
     atomic_write_text(out / "summary.json", json.dumps(nan_to_none(payload), indent=2, allow_nan=False))
 

@@ -8,9 +8,12 @@ It holds only paths, numbers and tuples, so it pickles into DataLoader worker pr
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import torch
 
 from ...errors import InputError
 from ..annotations import AnnotationError
@@ -22,6 +25,12 @@ from .classes import ClassResolver
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # compared in lower case
 
 BoxRow = tuple[int, float, float, float, float, bool]          # (class key, x1, y1, x2, y2, difficult)
+
+
+def sample_id(path: str | Path, root: str | Path) -> str:
+    """The id of the image file ``path`` in a dataset rooted at ``root``: its path relative to the root, in POSIX form
+    with its suffix (``photo.jpg`` and ``photo.png``, ``a/x.jpg`` and ``b/x.jpg`` are different samples)."""
+    return Path(os.path.relpath(path, root)).as_posix()
 
 
 def is_image(path: Path) -> bool:
@@ -94,7 +103,11 @@ class ImageDataset:
         if not -len(self.entries) <= i < len(self.entries):
             raise IndexError(i)
         e = self.entries[i]
-        rgb = read_rgb(Path(e.path))
+        try:
+            rgb = read_rgb(Path(e.path))
+        except InputError as exc:           # corrupt beyond its header: skipped by the evaluation and counted
+            return Sample(e.id, torch.zeros(3, *self.input_size), (int(self.input_size[0]), int(self.input_size[1])),
+                          has_boxes=e.has_boxes, path=e.path, unreadable=_reason(exc, e))
         h0, w0 = int(rgb.shape[1]), int(rgb.shape[2])
         if e.size is not None and (h0, w0) != tuple(e.size):
             raise AnnotationError(f"{e.source}: the annotation says {e.size[1]}×{e.size[0]} but {e.path} is "
@@ -107,10 +120,18 @@ class ImageDataset:
 
     def describe(self) -> dict:
         out = {"name": self.name, "format": self.format, "n": len(self), "input_size": list(self.input_size),
-               "clip_boxes": self.clip_boxes, "has_boxes": self.has_boxes, "has_labels": self.has_labels, "class_map": self.class_map,
-               "skipped": dict(self.skipped)}
+               "clip_boxes": self.clip_boxes, "has_boxes": self.has_boxes, "has_labels": self.has_labels,
+               "class_map": self.class_map, "skipped": dict(self.skipped)}
         out.update(self.extra)
         return out
+
+
+def _reason(exc: Exception, entry: Entry | RawImage) -> str:
+    """``<id>: <why>``, the one-line reading error with the file named by its sample id (its path in the dataset)."""
+    path, text = str(entry.path), str(exc).strip()
+    text = text[len(path):].strip() if text.startswith(path) else text.replace(f" {path}", "")
+    text = text[3:] if text.startswith("is ") else text           # "huge.png: not an image file PIL can read"
+    return f"{entry.id}: {text}"
 
 
 def check_box(box: tuple[float, float, float, float], width: int, height: int, *, clip: bool, where: str,
@@ -143,16 +164,33 @@ def build(format: str, name: str, images: Iterable[RawImage], model, resolver: C
     Each image must exist; each label must name a model class (or, with a class map, objects of dataset classes
     without a model counterpart are dropped); each box must lie in the image (its size read from the file header when
     the annotation does not state it). Skipped images are counted in ``skipped``: ``no_model_class`` (every object's
-    class lacks a model counterpart) and ``no_annotation`` (an image of a ``labelled`` layout with no object)."""
+    class lacks a model counterpart), ``no_annotation`` (an image of a ``labelled`` layout with no object) and
+    ``unreadable`` (a file whose header is not an image PIL reads, or declares a picture over ``MAX_IMAGE_PIXELS``;
+    ``describe()["unreadable"]`` says why, per image id). A file corrupt beyond its header decodes, in
+    ``__getitem__``, into a stand-in :class:`Sample` with ``unreadable`` set, which the evaluation skips and counts."""
     skipped = dict(skipped or {})
     skipped.setdefault("no_model_class", 0)
     skipped.setdefault("no_annotation", 0)
+    unreadable: dict[str, str] = {}
     entries: list[Entry] = []
+    seen: dict[str, str] = {}
     for raw in images:
         if limit is not None and len(entries) >= limit:
             break
+        if raw.id in seen:
+            raise AnnotationError(f"{raw.where or name}: image {raw.id!r} is listed twice (also at {seen[raw.id]})")
+        seen[raw.id] = raw.where or name
         if not raw.path.is_file():
             raise InputError(f"{raw.where or name}: image {raw.path} not found")
+        try:
+            header = image_size(raw.path)      # (H, W) upright; a bomb, an empty or a non-image file raise here
+        except InputError as exc:
+            skipped["unreadable"] = skipped.get("unreadable", 0) + 1
+            unreadable[raw.id] = _reason(exc, raw)
+            continue
+        if raw.check_size and raw.size is not None and tuple(raw.size) != header:
+            raise AnnotationError(f"{raw.where}: the annotation says {raw.size[1]}×{raw.size[0]} but {raw.path} is "
+                                  f"{header[1]}×{header[0]}")
         if labelled and not raw.objects:
             skipped["no_annotation"] += 1
             continue
@@ -164,9 +202,7 @@ def build(format: str, name: str, images: Iterable[RawImage], model, resolver: C
         if labelled and not kept:
             skipped["no_model_class"] += 1
             continue
-        size = raw.size
-        if size is None and any(obj.box is not None for _, obj in kept):
-            size = image_size(raw.path)
+        size = raw.size if raw.size is not None else header
         boxes, labels = [], []
         for key, obj in kept:
             if obj.box is None:
@@ -181,9 +217,11 @@ def build(format: str, name: str, images: Iterable[RawImage], model, resolver: C
     if not entries:
         why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
         raise InputError(f"empty dataset: no usable image in {name}" + (f" (skipped: {why})" if why else ""))
+    extra = dict(extra or {})
     if resolver.unmapped:
-        extra = dict(extra or {})
         extra["unmapped_classes"] = dict(sorted(resolver.unmapped.items()))
+    if unreadable:
+        extra["unreadable"] = unreadable
     return ImageDataset(format, name, entries, model, class_names=resolver.class_names,
                         candidates=resolver.candidates, clip_boxes=clip_boxes, skipped=skipped,
                         class_map=resolver.class_map_name, extra=extra)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..annotations import AnnotationError
 from ...errors import InputError
-from .base import ImageDataset, RawImage, RawObject, build
+from .base import ImageDataset, RawImage, RawObject, build, sample_id
 
 
 def find_instances(data: str | Path) -> Path:
@@ -61,8 +61,8 @@ def read_instances(json_path: Path) -> tuple[list[RawImage], int]:
         im = images[iid]
         try:
             size = (int(im["height"]), int(im["width"]))
-            raws[iid] = RawImage(Path(str(im["file_name"])).with_suffix("").as_posix(), img_dir / str(im["file_name"]),
-                                 size=size, where=f"{json_path} image id {iid}")
+            path = img_dir / str(im["file_name"])
+            raws[iid] = RawImage(sample_id(path, img_dir), path, size=size, where=f"{json_path} image id {iid}")
         except (KeyError, TypeError, ValueError) as exc:
             raise AnnotationError(f"{json_path} image id {iid}: malformed entry ({exc!r})") from None
     empty = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import InputError
-from .base import ImageDataset, RawImage, build, numbered_images
+from .base import ImageDataset, RawImage, build, numbered_images, sample_id
 from .classes import ClassResolver, ModelClasses
 
 
@@ -17,6 +17,6 @@ def open_folder(root: str | Path, model, *, limit: int | None = None, label_file
     images = numbered_images(root)
     if not images:
         raise InputError(f"empty dataset: no image (.jpg/.png/...) in {root}")
-    raws = (RawImage(p.stem, p, [], where=str(root)) for p in images)
+    raws = (RawImage(sample_id(p, root), p, [], where=str(root)) for p in images)
     resolver = ClassResolver(ModelClasses.of(model, label_file, num_classes=num_classes))
     return build("folder", f"folder:{root.resolve()}", raws, model, resolver, limit=limit, labelled=False)

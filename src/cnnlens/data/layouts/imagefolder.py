@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import InputError
-from .base import ImageDataset, RawImage, RawObject, build, numbered_images
+from .base import ImageDataset, RawImage, RawObject, build, numbered_images, sample_id
 from .classes import ClassResolver
 
 
@@ -23,8 +23,7 @@ def open_imagefolder(root: str | Path, model, resolver: ClassResolver, *, limit:
     def raws():
         for d, imgs in per_class:
             for p in imgs:
-                rel = p.relative_to(root).with_suffix("").as_posix()
-                yield RawImage(rel, p, [RawObject(d.name, None, f"{root}: folder {d.name!r}")], where=str(d))
+                yield RawImage(sample_id(p, root), p, [RawObject(d.name, None, f"{root}: folder {d.name!r}")], where=str(d))
 
     return build("imagefolder", f"imagefolder:{root.resolve()}", raws(), model, resolver, limit=limit,
                  extra={"n_folders": len(per_class)})

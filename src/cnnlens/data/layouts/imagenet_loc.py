@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..annotations import AnnotationError
 from ...errors import InputError
-from .base import ImageDataset, RawImage, RawObject, build
+from .base import ImageDataset, RawImage, RawObject, build, sample_id
 
 SOLUTION = "LOC_val_solution.csv"
 SYNSETS = "LOC_synset_mapping.txt"
@@ -67,7 +67,8 @@ def read_solution(root: Path) -> list[RawImage]:
                 raise AnnotationError(f"{where}: box of {wnid!r} ({' '.join(nums)}) is empty or inverted (need "
                                       f"x0 < x1 and y0 < y1)")
             objects.append(RawObject(wnid, box, where))
-        images.append(RawImage(image_id, img_dir / f"{image_id}.JPEG", objects, where=where))
+        path = img_dir / f"{image_id}.JPEG"
+        images.append(RawImage(sample_id(path, root), path, objects, where=where))
     return images
 
 

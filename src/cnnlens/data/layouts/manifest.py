@@ -5,11 +5,12 @@ when all its rows have boxes."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from ..annotations import AnnotationError
 from ...errors import InputError
-from .base import ImageDataset, RawImage, RawObject, build
+from .base import ImageDataset, RawImage, RawObject, build, sample_id
 from .classes import ClassResolver
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
@@ -68,12 +69,13 @@ def read_manifest(path: Path) -> list[RawImage]:
                     if box[2] <= box[0] or box[3] <= box[1]:
                         raise AnnotationError(f"{where}: box ({','.join(cells)}) is empty or inverted (need "
                                               f"x0 < x1 and y0 < y1)")
+                rel = Path(os.path.normpath(rel)).as_posix()          # ./a.jpg and a.jpg: one image
                 img = images.get(rel)
                 if img is None:
                     file = path.parent / rel
                     if not file.is_file():
                         raise InputError(f"{where}: image {rel!r} not found (paths are relative to {path.parent})")
-                    img = images[rel] = RawImage(Path(rel).with_suffix("").as_posix(), file, where=where)
+                    img = images[rel] = RawImage(sample_id(file, path.parent), file, where=where)
                 img.objects.append(RawObject(label, box, where))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise AnnotationError(f"cannot read CSV manifest {path}: {exc}") from None
