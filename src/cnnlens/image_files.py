@@ -117,11 +117,15 @@ def load_rgb(source: Any) -> np.ndarray:
 _SWAPS_SIDES = (5, 6, 7, 8)
 
 
-def _open_checked(s: str):
-    """``Image.open`` with the size checks of the header: a declared picture over :data:`MAX_IMAGE_PIXELS` or an
-    empty one raises :class:`InputError` before any pixel is decoded."""
+def _open_checked(s: str, data: bytes | None = None):
+    """``Image.open`` (of the file ``s``, or of ``data`` named ``s``) with the size checks of the header: a declared
+    picture over :data:`MAX_IMAGE_PIXELS` or an empty one raises :class:`InputError` before any pixel is decoded."""
     from PIL import Image
-    img = Image.open(s)
+    if data is not None:
+        import io
+        img = Image.open(io.BytesIO(data))
+    else:
+        img = Image.open(s)
     w, h = img.size
     if w * h > MAX_IMAGE_PIXELS:
         img.close()
@@ -158,13 +162,14 @@ def _one_line(s: str, exc: BaseException) -> InputError:
     return InputError(f"cannot read image {s}: {first} (truncated or corrupt file?)")
 
 
-def read_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Decode the image file at ``path`` → uint8 RGB (H,W,3), upright by its EXIF orientation; any failure is one
-    :class:`InputError` line (bombs refused from the header, see the module docstring)."""
+def read_image_file(path: str | os.PathLike, *, data: bytes | None = None) -> np.ndarray:
+    """Decode the image file at ``path`` (or the encoded bytes ``data``, named ``path`` in messages) → uint8 RGB
+    (H,W,3), upright by its EXIF orientation; any failure is one :class:`InputError` line (bombs refused from the
+    header, see the module docstring)."""
     from PIL import ImageOps
     s = os.fspath(path)
     try:
-        with _open_checked(s) as img:
+        with _open_checked(s, data) as img:
             img.load()
             try:
                 upright = ImageOps.exif_transpose(img)
@@ -175,12 +180,13 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
         raise _one_line(s, exc) from None
 
 
-def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of the image file at ``path`` as :func:`read_image_file` returns it (after the EXIF orientation), from
-    the header only; the same one-line :class:`InputError` for a missing, unreadable or oversized file."""
+def image_file_size(path: str | os.PathLike, *, data: bytes | None = None) -> tuple[int, int]:
+    """(H, W) of the image file at ``path`` (or of the bytes ``data``) as :func:`read_image_file` returns it (after
+    the EXIF orientation), from the header only; the same one-line :class:`InputError` for a missing, unreadable or
+    oversized file."""
     s = os.fspath(path)
     try:
-        with _open_checked(s) as img:
+        with _open_checked(s, data) as img:
             w, h = img.size
             try:
                 orientation = img.getexif().get(0x0112, 1)

@@ -34,10 +34,13 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--model", "model_name", required=True,
               help="synthetic-vgg, synthetic-resnet, or a model-zoo name (e.g. efficientnet_lite0, resnet50).")
 @click.option("--weights", default=None, help="Weights file for a model-zoo architecture.")
-@click.option("--data", "data", required=True, help="A dataset path (folder, CSV manifest, ImageNet val, COCO, VOC), "
-              "'synthetic' or 'collage'.")
+@click.option("--data", "data", required=True, help="A dataset path (folder, CSV manifest, ImageNet val, COCO, VOC, "
+              "Hugging Face save_to_disk folder), 'synthetic' or 'collage'.")
 @click.option("--format", "data_format", default=None, metavar="LAYOUT",
-              help="The dataset layout: folder, imagefolder, csv, imagenet-loc, coco or voc (default: detected).")
+              help="The dataset layout: folder, imagefolder, csv, imagenet-loc, coco, voc or hf (default: detected).")
+@click.option("--split", default=None, help="hf: the split of a saved DatasetDict (needed when it has several).")
+@click.option("--image-column", default=None, help="hf: the image column (default: the one Image feature).")
+@click.option("--label-column", default=None, help="hf: the label column (default: the one ClassLabel feature).")
 @click.option("--class-map", default=None, help="Dataset class → model classes: a file of 'dataset_class: "
               "model_class, ...' lines, or voc-imagenet / coco-imagenet.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader processes decoding the images "
@@ -81,10 +84,10 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
-             n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
-             deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
-             skip_missing, seed, device, no_plots, quiet):
+def evaluate(model_name, weights, data, data_format, split, image_column, label_column, class_map, workers,
+             save_maps, methods, metrics, layers, out, n_images, label_file, clip_boxes, target, batch_size, step,
+             mask_space, score, signed_mode, deletion_substrate, insertion_substrate, tolerance, iou_rule,
+             iou_threshold, iou_kind, options, skip_missing, seed, device, no_plots, quiet):
     """Evaluate explanation methods on a dataset; print and write the tables.
 
     \b
@@ -93,14 +96,16 @@ def evaluate(model_name, weights, data, data_format, class_map, workers, save_ma
           --layer layer2,layer4 --metrics average-drop-rcam,average-increase-rcam --out eval/rcam
       cnnlens evaluate --model efficientnet_lite0 --data collage --out eval/collage
       cnnlens evaluate --model resnet50 --weights r50.pth --data VOC2007/ --label-file voc.txt --out eval/voc
+      cnnlens evaluate --model efficientnet_lite0 --format hf --data beans/ --split test --out eval/hf
       torchrun --nproc-per-node 2 -m cnnlens evaluate --model synthetic-vgg --data synthetic --out eval/ddp
 
     SIGINT / SIGTERM stop after the current block (exit 130 / 143); the same command resumes.
     """
     # torchrun's rank from its environment (as evaluation.distributed.env_rank, which imports torch)
     main_rank = int(os.environ.get("RANK", 0)) == 0 if "WORLD_SIZE" in os.environ and "RANK" in os.environ else True
+    hf = {"split": split, "image_column": image_column, "label_column": label_column}
     try:
-        _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
+        _evaluate(hf, model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
                   out, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
                   deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
                   skip_missing, seed, device, no_plots, quiet, main_rank)
@@ -195,7 +200,7 @@ def _check_before_torch(model_name, data, data_format, class_map, label_file, me
     check_metric_names(metrics)
 
 
-def _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
+def _evaluate(hf, model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
               n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
               deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
               skip_missing, seed, device, no_plots, quiet, main_rank):
@@ -205,11 +210,18 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
         raise InputError(f"--save-maps must be 0 or more, got {save_maps}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    formats = ("folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc")
+    formats = ("folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc", "hf")
     if data_format is not None and data_format not in formats:
         raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
     _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
                         skip_missing)
+    given = [f"--{k.replace('_', '-')}" for k, v in hf.items() if v is not None]
+    if given and data_format not in (None, "hf"):
+        raise InputError(f"{', '.join(given)} applies to --format hf (Hugging Face datasets) only")
+    if data_format == "hf" or given:
+        import importlib.util
+        if importlib.util.find_spec("datasets") is None:
+            raise InputError("the hf layout needs the Hugging Face datasets package: pip install 'cnnlens[hf]'")
     method_options = _parse_options(options)
     from ._common import check_device
     check_device(device)
@@ -229,7 +241,7 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
     dist, device = init_from_env(device)
     model, name = _open_model_once(dist, model_name, weights, device, progress=not quiet and main_rank)
     dataset = open_dataset(data, model, format=data_format, n_images=n_images, label_file=label_file,
-                           class_map=class_map, clip_boxes=clip_boxes, seed=seed)
+                           class_map=class_map, clip_boxes=clip_boxes, seed=seed, **hf)
     cfg = EvalConfig(target=target, batch_size=batch_size, score=score, mask_space=mask_space,
                      signed_mode=signed_mode, step=step, deletion_substrate=deletion_substrate,
                      insertion_substrate=insertion_substrate, tolerance=tolerance, iou_rule=iou_rule,

@@ -40,12 +40,12 @@ def load_image(source: Any, model: nn.Module | None = None, *, size: int | tuple
     return x.to(device) if device is not None else x
 
 
-def read_rgb(path: str | Path) -> torch.Tensor:
-    """(3,H,W) float32 in [0,1] of an image file, decoded by the one reader of every command
-    (:func:`cnnlens.image_files.read_image_file`: upright by its EXIF orientation, bombs and corrupt files refused in
-    one :class:`InputError` line)."""
+def read_rgb(path: str | Path, *, data: bytes | None = None) -> torch.Tensor:
+    """(3,H,W) float32 in [0,1] of an image file (or of its encoded bytes ``data``, named ``path``), decoded by the one
+    reader of every command (:func:`cnnlens.image_files.read_image_file`: upright by its EXIF orientation, bombs and
+    corrupt files refused in one :class:`InputError` line)."""
     import torch
-    arr = read_image_file(path)
+    arr = read_image_file(path, data=data)
     if not arr.flags.writeable:
         arr = arr.copy()
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -68,7 +68,7 @@ class RawObject:
 @dataclass
 class RawImage:
     id: str
-    path: Path
+    path: Path                                # the image file (a layout without files: where the image is)
     objects: list[RawObject] = field(default_factory=list)
     size: tuple[int, int] | None = None       # (H0, W0) stated by the annotation
     where: str = ""                           # file and row that list the image
@@ -104,7 +104,7 @@ class ImageDataset:
             raise IndexError(i)
         e = self.entries[i]
         try:
-            rgb = read_rgb(Path(e.path))
+            rgb = self.read(i, e)
         except InputError as exc:           # corrupt beyond its header: skipped by the evaluation and counted
             return Sample(e.id, torch.zeros(3, *self.input_size), (int(self.input_size[0]), int(self.input_size[1])),
                           has_boxes=e.has_boxes, path=e.path, unreadable=_reason(exc, e))
@@ -117,6 +117,11 @@ class ImageDataset:
         candidates = {k: self.candidates[k] for k in sorted(keys) if k in self.candidates}
         return Sample(e.id, to_model_input(rgb, self.input_size, self.mean, self.std), (h0, w0),
                       [b[:5] for b in e.boxes], targets, candidates, e.has_boxes, e.path)
+
+    def read(self, i: int, entry: Entry) -> torch.Tensor:
+        """The (3,H,W) float image of entry ``i`` (the one reader, :func:`cnnlens.data.images.read_rgb`); a layout
+        whose images are not files overrides it."""
+        return read_rgb(Path(entry.path))
 
     def describe(self) -> dict:
         out = {"name": self.name, "format": self.format, "n": len(self), "input_size": list(self.input_size),
@@ -158,7 +163,9 @@ def check_box(box: tuple[float, float, float, float], width: int, height: int, *
 
 def build(format: str, name: str, images: Iterable[RawImage], model, resolver: ClassResolver, *,
           limit: int | None = None, clip_boxes: bool = False, labelled: bool = True, box_tolerance: float = 0.0,
-          skipped: dict | None = None, extra: dict | None = None) -> ImageDataset:
+          skipped: dict | None = None, extra: dict | None = None,
+          header: Callable[[RawImage], tuple[int, int]] | None = None,
+          make: Callable[..., ImageDataset] = ImageDataset) -> ImageDataset:
     """Check and resolve ``images`` (in dataset order) into an :class:`ImageDataset` of at most ``limit`` images.
 
     Each image must exist; each label must name a model class (or, with a class map, objects of dataset classes
@@ -180,17 +187,17 @@ def build(format: str, name: str, images: Iterable[RawImage], model, resolver: C
         if raw.id in seen:
             raise AnnotationError(f"{raw.where or name}: image {raw.id!r} is listed twice (also at {seen[raw.id]})")
         seen[raw.id] = raw.where or name
-        if not raw.path.is_file():
+        if header is None and not raw.path.is_file():
             raise InputError(f"{raw.where or name}: image {raw.path} not found")
-        try:
-            header = image_size(raw.path)      # (H, W) upright; a bomb, an empty or a non-image file raise here
+        try:                                   # (H, W) upright; a bomb, an empty or a non-image file raise here
+            upright = header(raw) if header is not None else image_size(raw.path)
         except InputError as exc:
             skipped["unreadable"] = skipped.get("unreadable", 0) + 1
             unreadable[raw.id] = _reason(exc, raw)
             continue
-        if raw.check_size and raw.size is not None and tuple(raw.size) != header:
+        if raw.check_size and raw.size is not None and tuple(raw.size) != upright:
             raise AnnotationError(f"{raw.where}: the annotation says {raw.size[1]}×{raw.size[0]} but {raw.path} is "
-                                  f"{header[1]}×{header[0]}")
+                                  f"{upright[1]}×{upright[0]}")
         if labelled and not raw.objects:
             skipped["no_annotation"] += 1
             continue
@@ -202,7 +209,7 @@ def build(format: str, name: str, images: Iterable[RawImage], model, resolver: C
         if labelled and not kept:
             skipped["no_model_class"] += 1
             continue
-        size = raw.size if raw.size is not None else header
+        size = raw.size if raw.size is not None else upright
         boxes, labels = [], []
         for key, obj in kept:
             if obj.box is None:
@@ -222,7 +229,7 @@ def build(format: str, name: str, images: Iterable[RawImage], model, resolver: C
         extra["unmapped_classes"] = dict(sorted(resolver.unmapped.items()))
     if unreadable:
         extra["unreadable"] = unreadable
-    return ImageDataset(format, name, entries, model, class_names=resolver.class_names,
+    return make(format, name, entries, model, class_names=resolver.class_names,
                         candidates=resolver.candidates, clip_boxes=clip_boxes, skipped=skipped,
                         class_map=resolver.class_map_name, extra=extra)
 

@@ -23,7 +23,8 @@ def open_imagefolder(root: str | Path, model, resolver: ClassResolver, *, limit:
     def raws():
         for d, imgs in per_class:
             for p in imgs:
-                yield RawImage(sample_id(p, root), p, [RawObject(d.name, None, f"{root}: folder {d.name!r}")], where=str(d))
+                yield RawImage(sample_id(p, root), p, [RawObject(d.name, None, f"{root}: folder {d.name!r}")],
+                               where=str(d))
 
     return build("imagefolder", f"imagefolder:{root.resolve()}", raws(), model, resolver, limit=limit,
                  extra={"n_folders": len(per_class)})

@@ -42,7 +42,8 @@ def open_voc(root: str | Path, model, resolver: ClassResolver, *, limit: int | N
             if not ann.boxes:
                 raise AnnotationError(f"{xml}: no <object> box")
             objects = [RawObject(b.name, b.corners, str(xml), b.difficult) for b in ann.boxes]
-            yield RawImage(sample_id(img, img_dir), img, objects, size=(ann.height, ann.width), where=str(xml), check_size=True)
+            yield RawImage(sample_id(img, img_dir), img, objects, size=(ann.height, ann.width), where=str(xml),
+                           check_size=True)
 
     return build("voc", f"folder:{root.resolve()}", raws(), model, resolver, limit=limit, clip_boxes=clip_boxes)
 
