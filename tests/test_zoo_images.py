@@ -24,10 +24,14 @@ def test_efficientnet_lite0_real_weights_classify_bundled_photos(lite0):
     assert lite0.cnnlens_meta.class_names[967] == "espresso"
 
 
-def test_torchvision_model_without_weights_warns():
-    with pytest.warns(UserWarning, match="randomly initialised"):
-        m = cnnlens.load_model("resnet18")
+def test_torchvision_model_random_only_when_asked_and_said():
+    with pytest.warns(UserWarning, match="randomly initialised") as caught:
+        m = cnnlens.load_model("resnet18", weights="random")
+    assert len(caught) == 1
     assert not m.training and len(m.cnnlens_meta.class_names) == 1000
+    assert m.cnnlens_meta.weights == "random" and not m.cnnlens_meta.pretrained
+    with pytest.raises(cnnlens.WeightsError, match="resnet18-f37072fd.pth"):   # offline, nothing cached: no random init
+        cnnlens.load_model("resnet18")
 
 
 def test_unknown_model_suggests():
