@@ -60,19 +60,11 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _check_sha(path: Path, expected: str, url: str) -> None:
-    got = sha256_of(path)
-    if not got.startswith(expected):
-        raise WeightsError(f"the file downloaded from {url} has sha256 {got}, expected {expected}"
-                           f"{'…' if len(expected) < 64 else ''}: refused (not kept in the cache)")
-
-
 def cached_download(url: str, *, what: str, name: str, sha256: str | None = None, progress: bool = True) -> Path:
-    """The cached copy of ``url`` in the torch hub cache, downloaded first when absent (torch.hub's file name,
-    ``download_url_to_file`` with its progress bar and, for hash-prefixed file names, its hash check; a ``sha256``
-    given is checked on download and on every later use). ``what`` describes the weights for messages, ``name`` is
-    what ``cnnlens fetch-weights`` would be given."""
-    import torch.hub
+    """The cached copy of ``url`` in the torch hub cache, downloaded first when absent (torch.hub's file name and,
+    as torch.hub's ``check_hash``, a hash prefix in the file name checked on download; a ``sha256`` given is checked
+    on download and on every later use). ``what`` describes the weights for messages, ``name`` is what
+    ``cnnlens fetch-weights`` would be given."""
     folder = torch_hub_checkpoints()
     path = folder / url_file_name(url)
     if path.is_file():
@@ -90,28 +82,52 @@ def cached_download(url: str, *, what: str, name: str, sha256: str | None = None
     except OSError as exc:
         raise WeightsError(f"{what}: cannot create the torch hub cache {folder} ({exc.strerror or exc}). "
                            f"Set TORCH_HOME to a writable folder, or pass weights=PATH") from None
-    if progress:
-        print(f"cnnlens: downloading {what} from {url} to {path}", file=sys.stderr, flush=True)
     match = HASH_IN_NAME.search(path.name)
+    checks = [(e, source) for e, source in ((match.group(1) if match else None, "the hash in its file name"),
+                                            (sha256, "the sha256 given")) if e is not None]
+
+    def check(digest: str) -> None:
+        for expected, source in checks:
+            if not digest.startswith(expected):
+                raise WeightsError(f"the file downloaded from {url} has sha256 {digest}, which does not match "
+                                   f"{source} ({expected}): refused, not kept in the cache")
     try:
-        # writes a temporary file in the folder and moves it into place only when complete (and its hash prefix fits)
-        torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=progress)
-    except RuntimeError as exc:
-        if "hash" in str(exc).lower():
-            raise WeightsError(f"the file downloaded from {url} does not match the hash in its name "
-                               f"({match.group(1) if match else '?'}): refused, not cached") from None
-        raise WeightsError(f"{what}: download from {url} failed ({first_line(exc)}); cache {path}. "
-                           f"{ways_out(name)}") from None
+        _download(url, path, progress, check)
     except (OSError, ValueError) as exc:          # URLError, HTTPError, timeouts, refused connections
+        if isinstance(exc, WeightsError):
+            raise
         raise WeightsError(f"{what}: cannot download {url} ({first_line(exc)}); not in the cache {path}. "
                            f"{ways_out(name)}") from None
-    if sha256 is not None:
-        try:
-            _check_sha(path, sha256, url)
-        except WeightsError:
-            path.unlink(missing_ok=True)
-            raise
     return path
+
+
+def _download(url: str, path: Path, progress: bool, check) -> None:
+    """Stream ``url`` into a temporary file next to ``path`` (sha256 on the way, a tqdm bar named after the file on
+    stderr once the server answers), ``check(sha256)``, then move it into place. A failed, refused or interrupted
+    download leaves nothing in the cache."""
+    import tempfile
+    import urllib.request
+
+    from tqdm.auto import tqdm
+    request = urllib.request.Request(url, headers={"User-Agent": "cnnlens"})
+    h = hashlib.sha256()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        total = response.headers.get("Content-Length")
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, tqdm(total=int(total) if total and total.isdigit() else None,
+                                                   disable=not progress, unit="B", unit_scale=True,
+                                                   unit_divisor=1024, desc=f"downloading {path.name}",
+                                                   file=sys.stderr) as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    h.update(block)
+                    bar.update(len(block))
+            check(h.hexdigest())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def first_line(exc: BaseException) -> str:

@@ -362,7 +362,12 @@ def _from_timm_hub(hub_id: str, spec: WeightsSpec, progress: bool) -> tuple[nn.M
 
 def _timm_create(name: str, what: str, fetch_name: str, pretrained: bool = True) -> nn.Module:
     """``timm.create_model(name, pretrained=...)``; any failure to find or read the files → WeightsError."""
+    import logging
+
     import timm
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)               # its retry messages: the error below says it in one line
     try:
         with _weights_only_loads():
             return timm.create_model(name, pretrained=pretrained)
@@ -374,9 +379,10 @@ def _timm_create(name: str, what: str, fetch_name: str, pretrained: bool = True)
         kind = type(exc).__name__
         why = ("not in the cache, and the hub cannot be reached" if kind in ("LocalEntryNotFoundError",
                "OfflineModeIsEnabled") else f"{kind}: {first_line(exc)}")
-        raise WeightsError(f"cannot load {what}{offline_note}: {why}; Hugging Face "
-                           f"cache {hf_hub_cache()}, torch hub cache {torch_hub_checkpoints()}. "
+        raise WeightsError(f"cannot load {what}{offline_note}: {why}; Hugging Face cache {hf_hub_cache()}. "
                            f"{ways_out(fetch_name)}") from None
+    finally:
+        hub_log.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------------------- bundled
