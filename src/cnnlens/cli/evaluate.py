@@ -150,7 +150,20 @@ class _StopOnSignal:
 
 
 def _open_model_once(dist, model_name, weights, device, progress):
-    """Rank 0 opens the model first (a synthetic model trains and is cached once), then the other ranks."""
+    """Rank 0 opens the model first (a synthetic model trains and is cached once, missing weights are downloaded
+    once), then the other ranks. The model's warnings (weights="random") become one line on rank 0's stderr."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opened = _open_model_ranked(dist, model_name, weights, device, progress)
+    if not dist.active or dist.is_main:
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                click.echo(f"cnnlens: warning: {w.message}", err=True)
+    return opened
+
+
+def _open_model_ranked(dist, model_name, weights, device, progress):
     from ..evaluation import PeerFailed, open_model
     from ..evaluation.distributed import ERROR, OK
     if not dist.active:
