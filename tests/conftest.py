@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message=".*randomly initialised.*")
+
+# Tests never use the network: cnnlens's own downloads are off (tests that serve weights over 127.0.0.1 turn them
+# back on), the Hugging Face hub reads its cache only (huggingface_hub reads this when first imported), and the
+# torch hub cache is an empty folder of this session (a developer's cached weights never change a result).
+os.environ["CNNLENS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="cnnlens-tests-torch-home-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

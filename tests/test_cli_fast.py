@@ -99,6 +99,11 @@ def test_model_names_are_rejected_early_only_when_certainly_unknown():
         assert names.certainly_unknown_model(name) is None, name
     for name in ("efficientnet-lite0", "ResNet50", "resnet 50", "synthetic-vg", "vgg16/"):
         assert names.certainly_unknown_model(name), name
+    for name in ("timm/resnet18.a1_in1k", "hf-hub:timm/resnet18.a1_in1k", "hf-hub:someone/My-Model.v2",
+                 "timm/convnext_tiny.fb_in22k_ft_in1k@main"):
+        assert names.certainly_unknown_model(name) is None, name
+    for name in ("timm/", "hf-hub:", "hf-hub:timm", "timm/ResNet18", "timm/a/b"):
+        assert names.certainly_unknown_model(name), name
 
 
 def test_method_names_from_sources_match_the_registry():
@@ -157,6 +162,14 @@ def test_scan_finds_commands_in_a_new_module(tmp_path, monkeypatch):
     (["layers", "--model", "efficientnet-lite0"], "unknown model 'efficientnet-lite0'"),
     (["sanity", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,lrpp@epsilon", "--out", "o"],
      "unknown method 'lrpp'"),
+    # --weights: a path that names no file, a bad URL fragment; fetch-weights' names (issue 19)
+    (["explain", "chelsea", "--model", "resnet50", "--weights", "r50.pth", "--out", "o"],
+     "weights file not found: r50.pth"),
+    (_eval("--weights", "missing/w.pth"), "weights file not found: missing/w.pth"),
+    (["sanity", "chelsea", "--model", "resnet18", "--weights", "w.pth", "--out", "o"], "weights file not found"),
+    (["layers", "--model", "resnet18", "--weights", "https://example.org/w.pth#md5=1"], "#sha256=HEX"),
+    (["fetch-weights", "resnet50", "timm/ResNet"], "unknown model 'timm/ResNet'"),
+    (["fetch-weights", "synthetic-vgg"], "nothing to fetch"),
 ])
 def test_argument_errors_before_torch(tmp_path, args, message):
     r = _cli_without_torch(*args, cwd=str(tmp_path))

@@ -180,7 +180,7 @@ def test_explain_stages_and_blocks_return_dicts(resnet18):
 
 def test_cli_layers_report():
     from cnnlens.cli import main
-    res = CliRunner().invoke(main, ["layers", "--model", "mobilenet_v2"], catch_exceptions=False)
+    res = CliRunner().invoke(main, ["layers", "--model", "mobilenet_v2", "--weights", "random"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     lines = {ln.split()[1] if ln[:5].strip() else ln.split()[0]: ln for ln in res.output.splitlines()
              if ln.strip() and not ln.startswith(("mark", "* default", "cnnlens"))}

@@ -267,8 +267,8 @@ def _cli(*args):
 def test_cli_sanity_happy_path(tmp_path):
     out = tmp_path / "out"
     blocks = ["conv1+bn1+layer1+layer2+layer3", "layer4+fc"]
-    res = _cli("sanity", "chelsea", "--model", "resnet18", "--methods", "grad-cam,lrp@epsilon-plus",
-               "--blocks", ",".join(blocks), "--quiet", "--out", str(out))
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--weights", "random", "--methods",
+               "grad-cam,lrp@epsilon-plus", "--blocks", ",".join(blocks), "--quiet", "--out", str(out))
     assert res.exit_code == 0, res.output
     assert "grad-cam" in res.output and "cascade" in res.output
     data = json.loads((out / "sanity.json").read_text())
@@ -279,8 +279,8 @@ def test_cli_sanity_happy_path(tmp_path):
     md = (out / "summary.md").read_text()
     assert "| `grad-cam` | layer4 |" in md
     # the command is recorded whatever the entry point (here click's runner: sys.argv is pytest's), and the random
-    # init of a zoo model without --weights is stated in both files, not only on stderr
-    command = ("cnnlens sanity chelsea --model resnet18 --methods grad-cam,lrp@epsilon-plus "
+    # init of a zoo model (--weights random) is stated in both files, not only on stderr
+    command = ("cnnlens sanity chelsea --model resnet18 --weights random --methods grad-cam,lrp@epsilon-plus "
                f"--blocks {','.join(blocks)} --out {out} --quiet")
     assert data["command"] == command and f"```\n{command}\n```" in md
     assert data["weights"] == "random init — verdicts describe an untrained model"
@@ -297,7 +297,7 @@ def test_cli_sanity_happy_path(tmp_path):
 ])
 def test_cli_sanity_bad_input(tmp_path, args, message):
     out = tmp_path / "out"
-    res = _cli("sanity", *args, "--model", "resnet18", "--quiet", "--out", str(out))
+    res = _cli("sanity", *args, "--model", "resnet18", "--weights", "random", "--quiet", "--out", str(out))
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
@@ -310,7 +310,8 @@ def test_cli_sanity_random_label_weights(tmp_path):
     twin = tmp_path / "twin.pth"
     torch.save(torchvision.models.resnet18().state_dict(), twin)
     out = tmp_path / "out"
-    res = _cli("sanity", "chelsea", "--model", "resnet18", "--mode", "data", "--random-label-weights", str(twin),
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--weights", "random", "--mode", "data",
+               "--random-label-weights", str(twin),
                "--methods", "grad-cam", "--quiet", "--out", str(out))
     assert res.exit_code == 0, res.output
     data = json.loads((out / "sanity.json").read_text())
@@ -318,7 +319,8 @@ def test_cli_sanity_random_label_weights(tmp_path):
     assert "random-label twin" in (out / "summary.md").read_text()
     bad = tmp_path / "bad.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
-    res = _cli("sanity", "chelsea", "--model", "resnet18", "--mode", "data", "--random-label-weights", str(bad),
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--weights", "random", "--mode", "data",
+               "--random-label-weights", str(bad),
                "--methods", "grad-cam", "--quiet", "--out", str(tmp_path / "out2"))
     assert res.exit_code == 2 and "do not fit" in res.output
     assert not (tmp_path / "out2").exists()
@@ -388,7 +390,8 @@ def test_cli_sanity_independent_summary(tmp_path):
     """--mode independent: summary.md has the per-block table of mean max(ρ, ρ_abs), equal to sanity.json's scores."""
     out = tmp_path / "out"
     blocks = ["conv1+bn1+layer1+layer2+layer3", "layer4+fc"]
-    res = _cli("sanity", "chelsea", "--model", "resnet18", "--methods", "grad-cam", "--mode", "independent",
+    res = _cli("sanity", "chelsea", "--model", "resnet18", "--weights", "random", "--methods", "grad-cam",
+               "--mode", "independent",
                "--blocks", ",".join(blocks), "--quiet", "--out", str(out))
     assert res.exit_code == 0, res.output
     md = (out / "summary.md").read_text()

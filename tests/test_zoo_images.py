@@ -24,10 +24,25 @@ def test_efficientnet_lite0_real_weights_classify_bundled_photos(lite0):
     assert lite0.cnnlens_meta.class_names[967] == "espresso"
 
 
-def test_torchvision_model_without_weights_warns():
-    with pytest.warns(UserWarning, match="randomly initialised"):
-        m = cnnlens.load_model("resnet18")
+def test_preprocessing_is_timms_eval_transform(lite0):
+    """Resize the shorter side to floor(224 / crop_pct), centre-crop, normalise: bit-identical to timm's own eval
+    transform of tf_efficientnet_lite0 (and so to torchvision's Resize + CenterCrop)."""
+    from timm.data import create_transform, resolve_data_config
+    cfg = resolve_data_config(model=lite0)
+    transform = create_transform(**cfg)
+    for name in ("chelsea", "astronaut", "rocket"):
+        ref = transform(Image.fromarray(load_rgb(name)))[None]
+        assert torch.allclose(cnnlens.load_image(name, lite0), ref, atol=1e-6), name
+
+
+def test_torchvision_model_random_only_when_asked_and_said():
+    with pytest.warns(UserWarning, match="randomly initialised") as caught:
+        m = cnnlens.load_model("resnet18", weights="random")
+    assert len(caught) == 1
     assert not m.training and len(m.cnnlens_meta.class_names) == 1000
+    assert m.cnnlens_meta.weights == "random" and not m.cnnlens_meta.pretrained
+    with pytest.raises(cnnlens.WeightsError, match="resnet18-f37072fd.pth"):   # offline, nothing cached: no random init
+        cnnlens.load_model("resnet18")
 
 
 def test_unknown_model_suggests():

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ._logits import logits_model
 from ._state import model_device, model_dtype, preserved
 from .capture import resolve_module
 from .errors import InputError, LayerError
@@ -103,6 +104,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target:
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x = validate_input(x, model)
     names = _class_names(model, class_names)
+    # a model returning an object (Hugging Face output, dict, tuple): its logits view, same module names
+    model = logits_model(model, x)
     as_dict = isinstance(layer, (list, tuple)) or layer in ("blocks", "stages")
     with preserved(model):
         records = None

@@ -108,14 +108,21 @@ def check_metric_names(metrics: str) -> None:
             raise InputError(f"unknown metric {name!r}.{hint} Available: {', '.join(sorted(known))}")
 
 
-def check_model_name(name: str) -> None:
-    """A --model name that no loader can accept → one-line ModelError before torch is loaded; names torchvision or
-    timm might know are left to the zoo."""
+WEIGHTS_HELP = ("Weights: a state-dict file (weights_only=True), an http(s) URL (cached; #sha256=HEX checks it), a "
+                "torchvision weights name (IMAGENET1K_V1) or 'random' (sanity checks). Default: the model's "
+                "pretrained weights (downloaded once, then cached).")
+
+
+def check_model_name(name: str, weights: str | None = None) -> None:
+    """A --model name that no loader can accept, or a --weights path that names no file → one-line error before
+    torch is loaded; names torchvision or timm might know are left to the zoo."""
     from ..errors import ModelError
     from ..models.names import certainly_unknown_model
+    from ..models.weights_spec import check_weights
     message = certainly_unknown_model(name)
     if message is not None:
         raise ModelError(message)
+    check_weights(weights)
 
 
 def read_images(sources) -> list:
@@ -132,15 +139,16 @@ def read_images(sources) -> list:
     return arrays
 
 
-def load_model_quietly(name: str, weights: str | None, device: str, defer: bool = False):
-    """Load a model; its warnings (e.g. random init) become one line each on stderr.
+def load_model_quietly(name: str, weights: str | None, device: str, defer: bool = False, progress: bool = True):
+    """Load a model (a download shows its progress bar on stderr); its warnings (e.g. random init) become one line
+    each on stderr.
 
     defer=True: return (model, print_warnings) so a command prints them only once its work has succeeded (an error
     then stays a single line)."""
     from ..models.zoo import load_model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = load_model(name, weights=weights, device=device)
+        model = load_model(name, weights=weights, device=device, progress=progress)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
     def print_warnings() -> None:
@@ -157,5 +165,5 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
 
 
-__all__ = ["CnnlensError", "check_device", "check_method_names", "check_metric_names", "check_model_name", "load_model_quietly", "parse_option_values",
-           "parse_target", "progress", "read_images"]
+__all__ = ["CnnlensError", "WEIGHTS_HELP", "check_device", "check_method_names", "check_metric_names", "check_model_name",
+           "load_model_quietly", "parse_option_values", "parse_target", "progress", "read_images"]

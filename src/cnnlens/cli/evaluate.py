@@ -9,6 +9,7 @@ import time
 import click
 
 from . import main
+from ._common import WEIGHTS_HELP
 from ..errors import CnnlensError, InputError
 
 
@@ -33,7 +34,7 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @main.command()
 @click.option("--model", "model_name", required=True,
               help="synthetic-vgg, synthetic-resnet, or a model-zoo name (e.g. efficientnet_lite0, resnet50).")
-@click.option("--weights", default=None, help="Weights file for a model-zoo architecture.")
+@click.option("--weights", default=None, help="For a model-zoo name: " + WEIGHTS_HELP)
 @click.option("--data", "data", required=True, help="A dataset path (folder, CSV manifest, ImageNet val, COCO, VOC, "
               "Hugging Face save_to_disk folder), 'synthetic' or 'collage'.")
 @click.option("--format", "data_format", default=None, metavar="LAYOUT",
@@ -154,7 +155,20 @@ class _StopOnSignal:
 
 
 def _open_model_once(dist, model_name, weights, device, progress):
-    """Rank 0 opens the model first (a synthetic model trains and is cached once), then the other ranks."""
+    """Rank 0 opens the model first (a synthetic model trains and is cached once, missing weights are downloaded
+    once), then the other ranks. The model's warnings (weights="random") become one line on rank 0's stderr."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opened = _open_model_ranked(dist, model_name, weights, device, progress)
+    if not dist.active or dist.is_main:
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                click.echo(f"cnnlens: warning: {w.message}", err=True)
+    return opened
+
+
+def _open_model_ranked(dist, model_name, weights, device, progress):
     from ..evaluation import PeerFailed, open_model
     from ..evaluation.distributed import ERROR, OK
     if not dist.active:
@@ -173,12 +187,12 @@ def _open_model_once(dist, model_name, weights, device, progress):
 
 
 def _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
-                        skip_missing) -> None:
+                        skip_missing, weights=None) -> None:
     """The checks that need no model, done before torch is imported: names, paths, counts (one line, exit 2)."""
     from pathlib import Path
 
     from ._common import check_method_names, check_metric_names, check_model_name
-    check_model_name(model_name)
+    check_model_name(model_name, weights)
     if n_images is not None and n_images < 1:
         raise InputError(f"empty dataset: --n-images must be at least 1, got {n_images}")
     if step is not None and step < 1:
@@ -214,7 +228,7 @@ def _evaluate(hf, model_name, weights, data, data_format, class_map, workers, sa
     if data_format is not None and data_format not in formats:
         raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
     _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
-                        skip_missing)
+                        skip_missing, weights)
     given = [f"--{k.replace('_', '-')}" for k, v in hf.items() if v is not None]
     if given and data_format not in (None, "hf"):
         raise InputError(f"{', '.join(given)} applies to --format hf (Hugging Face datasets) only")

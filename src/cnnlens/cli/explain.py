@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from . import main
-from ._common import (check_device, check_method_names, check_model_name, load_model_quietly, parse_option_values,
-                      parse_target, progress, read_images)
+from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, load_model_quietly,
+                      parse_option_values, parse_target, progress, read_images)
 
 
 def _safe_stem(path: str, index: int, seen: set[str]) -> str:
@@ -25,7 +25,7 @@ def _safe_stem(path: str, index: int, seen: set[str]) -> str:
 @main.command("explain")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_name", required=True, help="Model name (cnnlens layers lists layers of one).")
-@click.option("--weights", type=str, default=None, help="Local state-dict file (loaded with weights_only=True).")
+@click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
 @click.option("--method", default="grad-cam", show_default=True, help="Method name (see `cnnlens methods`).")
 @click.option("--layer", "layers", multiple=True, help="Layer (module name); repeat for several, or 'blocks'.")
 @click.option("--target", default=None, help="Class index or class name (default: each image's top-1 class).")
@@ -43,7 +43,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
       cnnlens explain cat.jpg --model resnet50 --weights r50.pth --method relevance-cam --layer layer2 --out out/
       cnnlens explain cat.jpg --model vgg16 --weights vgg16.pth --method sglrp --composite dtd --out out/
     """
-    check_model_name(model_name)                  # the model name, options and every image: before torch is loaded
+    check_model_name(model_name, weights)         # the model, weights, options and every image: before torch
     device = check_device(device)
     opts = parse_option_values(options)
     check_method_names([method])
@@ -115,7 +115,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
 
 @main.command("layers")
 @click.option("--model", "model_name", required=True, help="Model name.")
-@click.option("--weights", type=str, default=None, help="Local state-dict file.")
+@click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
 @click.option("--all", "show_all", is_flag=True, help="Also list modules without a spatial output.")
 def layers_cmd(model_name, weights, show_all):
     """List a model's layers: output shape, stride, stage (spatial resolution), block, and whether the output has
@@ -129,7 +129,7 @@ def layers_cmd(model_name, weights, show_all):
     Example:
       cnnlens layers --model resnet50
     """
-    check_model_name(model_name)                  # an unknown name: one line, before torch is loaded
+    check_model_name(model_name, weights)         # an unknown name or file: one line, before torch is loaded
     from ..models.layers import block_layers, report_from_records, stage_layers, trace_layers
     model, print_warnings = load_model_quietly(model_name, weights, "cpu", defer=True)
     recs = trace_layers(model)

@@ -6,7 +6,7 @@ import shlex
 import click
 
 from . import main
-from ._common import check_device, load_model_quietly, parse_option_values, parse_target
+from ._common import WEIGHTS_HELP, check_device, load_model_quietly, parse_option_values, parse_target
 
 
 def _split_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
@@ -60,7 +60,7 @@ def _load(model_name: str, weights, device: str, progress: bool):
         from ..evaluation.models import open_model
         model, _ = open_model(model_name, weights, device=device, progress=progress)
         return model, (lambda: None), model_name[len("synthetic-"):]
-    model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
+    model, print_warnings = load_model_quietly(model_name, weights, device, defer=True, progress=progress)
     return model, print_warnings, None
 
 
@@ -107,13 +107,14 @@ def _command_line(ctx: click.Context) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _check_before_torch(images, model_name: str, methods: str) -> None:
-    """Image paths, the model name and the method names, checked before torch is imported (one line, exit 2)."""
+def _check_before_torch(images, model_name: str, methods: str, weights: str | None = None) -> None:
+    """Image paths, the model name and weights, and the method names, checked before torch is imported (one line,
+    exit 2)."""
     from ..image_files import check_image_source
     from ._common import check_method_names, check_model_name
     for src in images:
         check_image_source(src)
-    check_model_name(model_name)
+    check_model_name(model_name, weights)
     names = [m.partition("@")[0].strip() for m in methods.split(",") if m.strip()]
     if names != ["all"]:
         check_method_names(names)
@@ -123,7 +124,7 @@ def _check_before_torch(images, model_name: str, methods: str) -> None:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_name", required=True,
               help="Model name (a zoo name, synthetic-vgg or synthetic-resnet).")
-@click.option("--weights", type=str, default=None, help="Local state-dict file (loaded with weights_only=True).")
+@click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
 @click.option("--methods", default="grad-cam", show_default=True,
               help="Comma-separated methods ('all' = every method); NAME@COMPOSITE picks an LRP composite.")
 @click.option("--mode", type=click.Choice(["cascade", "independent", "data", "all"]), default="cascade",
@@ -157,7 +158,7 @@ def sanity_cmd(images, model_name, weights, methods, mode, layer, target, blocks
       cnnlens sanity cat.jpg --model resnet50 --weights r50.pth --random-label-weights r50_random.pth \\
           --methods grad-cam,relevance-cam --mode all --out sanity/
     """
-    _check_before_torch(images, model_name, methods)
+    _check_before_torch(images, model_name, methods, weights)
     import torch
 
     from ..data.images import load_image

@@ -8,13 +8,14 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import check_device, check_method_names, check_model_name, load_model_quietly, parse_target, read_images
+from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, load_model_quietly, parse_target,
+                      read_images)
 
 
 @main.command("sweep")
 @click.argument("image")
 @click.option("--model", "model_name", required=True, help="Model name.")
-@click.option("--weights", default=None, help="Local state-dict file (weights_only=True).")
+@click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
 @click.option("--methods", default="relevance-cam,grad-cam", show_default=True,
               help="Comma-separated layer methods (columns).")
 @click.option("--layers", default="blocks", show_default=True,
@@ -34,7 +35,7 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
       cnnlens sweep cat.jpg --model resnet50 --weights r50.pth --layers layer1,layer2,layer3,layer4 \\
           --methods relevance-cam,grad-cam,grad-cam++,score-cam --out sweep/
     """
-    check_model_name(model_name)                  # the model name, options and the image: before torch is loaded
+    check_model_name(model_name, weights)         # the model, weights, options and the image: before torch
     device = check_device(device)
     check_method_names([m.strip() for m in methods.split(",") if m.strip()])
     rgb = read_images([image])[0]

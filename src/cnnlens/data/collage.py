@@ -71,7 +71,8 @@ class Collages:
         x = torch.stack([to_model_input(r, self.input_size, self.mean, self.std) for r in self.rgb])
         with preserved(model), torch.inference_mode():
             logits = model(x.to(device=model_device(model), dtype=model_dtype(model)))
-        return logits.argmax(1).cpu().tolist()
+        from .._logits import logits_of
+        return logits_of(logits).argmax(1).cpu().tolist()
 
     def __len__(self) -> int:
         return self.n

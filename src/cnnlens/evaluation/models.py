@@ -11,7 +11,8 @@ from ..errors import InputError, ModelError
 
 def open_model(name: str, weights: str | None = None, *, device: str = "cpu", progress: bool = False
                ) -> tuple[nn.Module, str]:
-    """``synthetic-vgg`` / ``synthetic-resnet`` (trained on first use and cached) or a model-zoo name."""
+    """``synthetic-vgg`` / ``synthetic-resnet`` (trained on first use and cached) or a model-zoo name with its
+    pretrained weights, or ``weights`` (cnnlens.load_model: a file, a URL, a torchvision weights name, "random")."""
     if name.startswith("synthetic-"):
         from ..data.synthetic import ARCHS, synthetic_model
         arch = name[len("synthetic-"):]
@@ -27,7 +28,7 @@ def open_model(name: str, weights: str | None = None, *, device: str = "cpu", pr
         except ImportError:
             raise ModelError(f"model {name!r}: the model zoo is not available in this build; use synthetic-vgg "
                              f"or synthetic-resnet") from None
-        model = load_model(name, weights=weights) if weights is not None else load_model(name)
+        model = load_model(name, weights=weights, progress=progress)
     try:
         model = model.to(torch.device(device))
     except (RuntimeError, AssertionError) as exc:
@@ -41,4 +42,5 @@ def _num_outputs(model: nn.Module) -> int:
     size, _, _ = model_preprocessing(model)
     with preserved(model), torch.inference_mode():
         out = model(torch.zeros(1, 3, *size, device=model_device(model), dtype=model_dtype(model)))
-    return int(out.shape[-1])
+    from .._logits import logits_of
+    return int(logits_of(out).shape[-1])

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .._logits import logits_of
 from .._state import model_device, model_dtype, preserved
 from ..api import explain
 from ..data.sample import Sample
@@ -134,7 +135,7 @@ def _forward_logits(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tens
     out = []
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch):
-            out.append(model(x[i:i + batch]).float())
+            out.append(logits_of(model(x[i:i + batch])).float())
     return torch.cat(out)
 
 

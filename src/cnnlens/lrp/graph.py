@@ -267,8 +267,10 @@ class Plan:
             try:
                 self.graph = tracer.trace(model)
             except Exception as err:  # noqa: BLE001 - fx raises many types for untraceable code
+                from .._logits import LogitsView
+                shown = model.wrapped if isinstance(model, LogitsView) else model
                 raise UnsupportedOperationError(
-                    f"cannot trace {type(model).__name__} with torch.fx for LRP ({type(err).__name__}: {err})") from err
+                    f"cannot trace {type(shown).__name__} with torch.fx for LRP ({type(err).__name__}: {err})") from err
         self.module_outputs = tracer.module_outputs
         del tracer  # it references the root model; the cache must hold the model only weakly
         # submodules only (not the root): the plan is a value in a WeakKeyDictionary keyed by the model

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .._logits import logits_of
 from .._state import preserved
 
 SCORES = ("softmax", "sigmoid", "logit")
@@ -13,8 +14,9 @@ MASK_SPACES = ("raw", "normalized")
 
 
 def class_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "softmax") -> torch.Tensor:
-    """Ψ_c per sample: softmax probability (default), sigmoid (multi-label heads) or the logit. Returns (N,) float32."""
-    logits = logits.float()
+    """Ψ_c per sample: softmax probability (default), sigmoid (multi-label heads) or the logit. Returns (N,) float32.
+    ``logits`` may be a model's output object (``.logits``, a dict with "logits", a tuple: cnnlens._logits)."""
+    logits = logits_of(logits).float()
     if score == "softmax":
         s = logits.softmax(-1)
     elif score == "sigmoid":

@@ -15,6 +15,8 @@ BUNDLED_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite
 SYNTHETIC_ARCHS = ("resnet", "vgg")
 #: torchvision's and timm's architecture names are lower-case identifiers, timm's optionally with a ``.tag``
 _ARCH_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)?$")
+#: Hugging Face hub ids timm loads: ``timm/NAME.TAG`` and timm's own ``hf-hub:ORG/NAME`` (optionally ``@revision``)
+_HUB_NAME = re.compile(r"^(hf-hub:[A-Za-z0-9][\w.-]*/[\w.-]+|timm/[a-z0-9_]+(\.[a-z0-9_]+)?)(@[\w.-]+)?$")
 
 
 def known_model_names() -> list[str]:
@@ -31,7 +33,8 @@ def certainly_unknown_model(name: str) -> str | None:
             return None
         return (f"unknown synthetic model {name!r}; choose from "
                 f"{', '.join('synthetic-' + a for a in SYNTHETIC_ARCHS)}")
-    if name in BUNDLED_MODELS or name in TORCHVISION_MODELS or _ARCH_NAME.match(name):
+    if name in BUNDLED_MODELS or name in TORCHVISION_MODELS or _ARCH_NAME.match(name) or _HUB_NAME.match(name):
         return None
     return (f"unknown model {name!r}.{suggest(name.lower().replace('-', '_'), known_model_names())} "
-            f"Known: {', '.join(known_model_names())} and timm's model names")
+            f"Known: {', '.join(known_model_names())}, timm's model names and Hugging Face hub ids "
+            f"(timm/NAME.TAG, hf-hub:ORG/NAME)")

@@ -1,6 +1,8 @@
 """Preprocessing as a model expects it (resize, centre crop, normalise) and its inverse for display."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -27,11 +29,16 @@ def preprocess(rgb: np.ndarray, model: nn.Module | None = None, *, size: int | t
     img = Image.fromarray(rgb)
     resample = Image.BICUBIC if (info and info.interpolation == "bicubic") else Image.BILINEAR
     if crop:
+        # exactly torchvision's Resize(short) + CenterCrop, as torchvision's weights transforms and timm's eval
+        # transform run them: short = floor(size / crop_pct), the long side int(short · long / short side), crop
+        # offsets rounded
         pct = info.crop_pct if info else 0.875
-        scale = max(th, tw) / pct / min(img.size)
-        new = (max(tw, round(img.size[0] * scale)), max(th, round(img.size[1] * scale)))
+        short = math.floor(max(th, tw) / pct + 1e-6)
+        w, h = img.size
+        new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        new = (max(tw, new[0]), max(th, new[1]))
         img = img.resize(new, resample)
-        left, top = (img.size[0] - tw) // 2, (img.size[1] - th) // 2
+        left, top = int(round((new[0] - tw) / 2.0)), int(round((new[1] - th) / 2.0))
         img = img.crop((left, top, left + tw, top + th))
     else:
         img = img.resize((tw, th), resample)

@@ -29,7 +29,8 @@ def num_outputs(model) -> int:
     size, _, _ = model_preprocessing(model)
     with preserved(model), torch.inference_mode():
         out = model(torch.zeros(1, 3, *size, device=model_device(model), dtype=model_dtype(model)))
-    return int(out.shape[-1])
+    from ..._logits import logits_of
+    return int(logits_of(out).shape[-1])
 
 
 def _imagenet_synonyms(names: Sequence[str]) -> tuple[list[str | None], list[tuple[str, ...]]] | None:
