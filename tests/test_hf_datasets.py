@@ -182,3 +182,21 @@ def test_cli_evaluate_format_hf(saved, tmp_path):
     res = CliRunner().invoke(main, ["evaluate", "--model", "efficientnet_lite0", "--data", str(saved / "plain"),
                                     "--format", "folder", "--split", "x", "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "--split applies to --format hf" in res.output
+
+
+def test_the_docs_example_builds_a_dataset_that_opens(tmp_path, monkeypatch):
+    """docs/integrations/huggingface_datasets.md: its dataset-building code runs as written, and the dataset opens
+    for an ImageNet-1k model (the ClassLabel names are ImageNet class names; every box lies inside its photo)."""
+    import re
+    from pathlib import Path
+
+    from cnnlens.models.zoo import imagenet_class_names
+    page = Path(__file__).resolve().parents[1] / "docs" / "integrations" / "huggingface_datasets.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    build = next(b for b in blocks if "save_to_disk(\"photos-hf\")" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(build, str(page), "exec"), {})
+    ds = open_dataset("photos-hf", _Tiny(imagenet_class_names()), split="train")
+    assert [ds[i].id for i in range(len(ds))] == ["train/0", "train/1"] and ds.has_boxes
+    assert [ds.class_names[ds[i].targets[0]] for i in range(2)] == ["tabby", "espresso"]
+    assert "--format hf" in page.read_text(encoding="utf-8") and "pip install 'cnnlens[hf]'" in page.read_text()
