@@ -243,3 +243,19 @@ def test_torchrun_on_an_hf_dataset_gives_the_single_process_table(tmp_path):
         tables[world] = [(r["method"], r["layer"], r["n"], r["average-drop"]["mean"], r["pointing-game"]["mean"])
                          for r in summary["rows"]]
     assert tables[1] == tables[2] and tables[1][0][2] == 8
+
+
+def test_without_the_datasets_package_one_line_names_the_extra(saved, monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+
+    from cnnlens.cli import main
+    monkeypatch.setitem(sys.modules, "datasets", None)                  # import datasets → ImportError
+    with pytest.raises(InputError, match=r"pip install 'cnnlens\[hf\]'") as info:
+        open_dataset(str(saved / "plain"), _Tiny(NAMES), format="hf")
+    _one_line(info.value)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    res = CliRunner().invoke(main, ["evaluate", "--model", "efficientnet_lite0", "--format", "hf", "--data",
+                                    str(saved / "plain"), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "pip install 'cnnlens[hf]'" in res.output and not (tmp_path / "out").exists()
