@@ -174,11 +174,11 @@ def test_cli_evaluate_format_hf(saved, tmp_path):
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["sample"], r["label_name"]) for r in rows) == [("test/0", "missile"), ("test/1", "tabby")]
     assert json.loads((out / "summary.json").read_text())["identity"]["dataset"]["format"] == "hf"
-    for bad, message in ((["--split", "val"], "has no split 'val'"),
-                         (["--split", "test", "--label-column", "nope"], "no column 'nope' (--label-column)")):
-        res = CliRunner().invoke(main, args[:7] + bad + ["--out", str(tmp_path / "bad")])
-        lines = [x for x in res.output.splitlines() if x.strip()]
-        assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output
+    res = CliRunner().invoke(main, args[:7] + ["--split", "test", "--label-column", "nope", "--out",
+                                               str(tmp_path / "bad")])       # the other bad inputs: the API tests
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "no column 'nope' (--label-column)" in lines[0], res.output
+    assert not (tmp_path / "bad").exists()
     res = CliRunner().invoke(main, ["evaluate", "--model", "efficientnet_lite0", "--data", str(saved / "plain"),
                                     "--format", "folder", "--split", "x", "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "--split applies to --format hf" in res.output
