@@ -399,7 +399,7 @@ def test_bad_class_maps_formats_and_empty_datasets(tmp_path, tiny):
         open_dataset(str(tmp_path / "nowhere"), tiny)
     with pytest.raises(InputError, match="empty dataset"):
         open_dataset(str(tmp_path / "d"), tiny, n_images=0)
-    assert set(FORMATS) == {"folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc"}
+    assert set(FORMATS) == {"folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc", "hf"}
 
 
 @pytest.mark.slow

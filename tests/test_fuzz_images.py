@@ -280,3 +280,6 @@ def test_cli_evaluate_skips_and_counts_every_bad_file_of_a_folder(corpus, tmp_pa
         assert f"Skipped images: {len(bad)}" in (out / "summary.md").read_text()
         rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
         assert {r["sample"] for r in rows if "method" in r} == set(good)
+    from cnnlens.report import evaluation_page_data
+    page = evaluation_page_data(out)                                    # the report names them too
+    assert page["unreadable"] == summary["unreadable"] and {r["sample"] for r in page["records"]} == set(good)

@@ -1,5 +1,5 @@
-"""The ``hf`` layout (issue 20, item 4): a Hugging Face ``datasets`` dataset written by ``save_to_disk``, built here from
-scikit-image photos: the image and ClassLabel columns found, class names from the ClassLabel, COCO-style boxes from
+"""The ``hf`` layout (issue 20, item 4): a Hugging Face ``datasets`` dataset written by ``save_to_disk``, built here
+from scikit-image photos: the image and ClassLabel columns found, class names from the ClassLabel, COCO-style boxes from
 ``objects``, a DatasetDict's split chosen, bad input refused in one line, corrupt image bytes skipped and counted,
 through the same DataLoader (worker processes) and ``cnnlens evaluate`` as every layout."""
 from __future__ import annotations
@@ -174,11 +174,88 @@ def test_cli_evaluate_format_hf(saved, tmp_path):
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["sample"], r["label_name"]) for r in rows) == [("test/0", "missile"), ("test/1", "tabby")]
     assert json.loads((out / "summary.json").read_text())["identity"]["dataset"]["format"] == "hf"
-    for bad, message in ((["--split", "val"], "has no split 'val'"),
-                         (["--split", "test", "--label-column", "nope"], "no column 'nope' (--label-column)")):
-        res = CliRunner().invoke(main, args[:7] + bad + ["--out", str(tmp_path / "bad")])
-        lines = [x for x in res.output.splitlines() if x.strip()]
-        assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output
+    res = CliRunner().invoke(main, args[:7] + ["--split", "test", "--label-column", "nope", "--out",
+                                               str(tmp_path / "bad")])       # the other bad inputs: the API tests
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "no column 'nope' (--label-column)" in lines[0], res.output
+    assert not (tmp_path / "bad").exists()
     res = CliRunner().invoke(main, ["evaluate", "--model", "efficientnet_lite0", "--data", str(saved / "plain"),
                                     "--format", "folder", "--split", "x", "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "--split applies to --format hf" in res.output
+
+
+def test_the_docs_example_builds_a_dataset_that_opens(tmp_path, monkeypatch):
+    """docs/integrations/huggingface_datasets.md: its dataset-building code runs as written, and the dataset opens
+    for an ImageNet-1k model (the ClassLabel names are ImageNet class names; every box lies inside its photo)."""
+    import re
+    from pathlib import Path
+
+    from cnnlens.models.zoo import imagenet_class_names
+    page = Path(__file__).resolve().parents[1] / "docs" / "integrations" / "huggingface_datasets.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    build = next(b for b in blocks if "save_to_disk(\"photos-hf\")" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(build, str(page), "exec"), {})
+    ds = open_dataset("photos-hf", _Tiny(imagenet_class_names()), split="train")
+    assert [ds[i].id for i in range(len(ds))] == ["train/0", "train/1"] and ds.has_boxes
+    assert [ds.class_names[ds[i].targets[0]] for i in range(2)] == ["tabby", "espresso"]
+    assert "--format hf" in page.read_text(encoding="utf-8") and "pip install 'cnnlens[hf]'" in page.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_torchrun_on_an_hf_dataset_gives_the_single_process_table(tmp_path):
+    """The hf layout through torchrun (2 ranks, gloo, a decoding worker each) and one process: the same table, and the
+    image corrupt beyond its header skipped and counted once in both."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cnnlens.data.synthetic import SHAPES, TrainConfig, vgg_like
+    cache = tmp_path / "cache"                            # untrained weights where --model synthetic-vgg looks
+    weights = cache / "synthetic" / f"{TrainConfig(arch='vgg').key}.pt"
+    weights.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(vgg_like(4).state_dict(), weights)
+    jpeg = io.BytesIO()
+    _photo("coffee").save(jpeg, "JPEG")
+    names = list(SHAPES[:4])
+    rows = _rows([{"bytes": jpeg.getvalue()[: len(jpeg.getvalue()) * 3 // 4], "path": None}]
+                 + [{"bytes": _png(_photo(p, (40, 30))), "path": None} for p in PHOTOS])
+    datasets.Dataset.from_dict(rows, features=_features(names)).save_to_disk(str(tmp_path / "hf"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src") + os.pathsep
+           + os.environ.get("PYTHONPATH", ""), "CNNLENS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    args = ["-m", "cnnlens", "evaluate", "--model", "synthetic-vgg", "--data", str(tmp_path / "hf"), "--batch-size",
+            "2", "--methods", "grad-cam", "--metrics", "average-drop,pointing-game", "--tolerance", "4", "--quiet",
+            "--no-plots", "--workers", "1"]
+    tables = {}
+    for world in (1, 2):
+        out = tmp_path / f"w{world}"
+        run = ([sys.executable] if world == 1 else
+               [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world)])
+        proc = subprocess.run(run + args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        line = "Skipped images: 2 (empty_box: 1, unreadable: 1) — 4: cannot read image"
+        assert proc.stdout.count(line) == 1, proc.stdout
+        summary = json.loads((out / "summary.json").read_text())
+        assert list(summary["unreadable"]) == ["4"] and summary["identity"]["dataset"]["format"] == "hf"
+        tables[world] = [(r["method"], r["layer"], r["n"], r["average-drop"]["mean"], r["pointing-game"]["mean"])
+                         for r in summary["rows"]]
+    assert tables[1] == tables[2] and tables[1][0][2] == 8
+
+
+def test_without_the_datasets_package_one_line_names_the_extra(saved, monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+
+    from cnnlens.cli import main
+    monkeypatch.setitem(sys.modules, "datasets", None)                  # import datasets → ImportError
+    with pytest.raises(InputError, match=r"pip install 'cnnlens\[hf\]'") as info:
+        open_dataset(str(saved / "plain"), _Tiny(NAMES), format="hf")
+    _one_line(info.value)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    res = CliRunner().invoke(main, ["evaluate", "--model", "efficientnet_lite0", "--format", "hf", "--data",
+                                    str(saved / "plain"), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "pip install 'cnnlens[hf]'" in res.output and not (tmp_path / "out").exists()

@@ -163,7 +163,8 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     identity = summary.get("identity") or {}
     model = identity.get("model") if isinstance(identity, dict) else None
     return {"kind": "evaluation", "title": "cnnlens evaluation", "model": model, "identity": identity,
-            "conventions": summary.get("conventions"), "skipped": summary.get("skipped"), "metrics": metrics,
+            "conventions": summary.get("conventions"), "skipped": summary.get("skipped"),
+            "unreadable": summary.get("unreadable") or {}, "metrics": metrics,
             "metric_order": metric_order, "rows": rows, "methods": methods, "layers": layers, "signed": signed,
             "plots": _plots(folder, metric_order, metrics), "records": records,
             "images": list(image_uris.values()), "maps": map_uris}

@@ -192,14 +192,21 @@ def open_hf(data: str | Path, model, resolver_for, *, split: str | None = None, 
     def ident(row: int) -> str:
         return f"{prefix}{row:0{width}d}"
 
+    images: dict[str, Any] = {}                  # id → undecoded image cell, from raws() to header()
+
+    def rows_of(columns: list[str], batch: int = 256):
+        """Every row as {column: value}, read in batches (one arrow slice per batch, not per row)."""
+        for chunk in table.select_columns(columns).iter(batch_size=batch):
+            for k in range(len(chunk[columns[0]])):
+                yield {c: chunk[c][k] for c in columns}
+
     def raws():
         nonlocal empty
         meta_cols = [c for c in (label_column, objects) if c]
-        meta = table.select_columns(meta_cols) if meta_cols else None
-        for row in range(len(table)):
+        for row, cells in enumerate(rows_of([image_column] + meta_cols)):
             raw = RawImage(ident(row), root / f"{prefix}{row}", where=f"{where} row {row}")
-            if meta is not None:
-                cells = meta[row]
+            images[raw.id] = cells[image_column]
+            if meta_cols:
                 if label_column and cells[label_column] is not None:
                     v = cells[label_column]
                     name = label_names[v] if label_names is not None and isinstance(v, int) and v >= 0 else str(v)
@@ -224,8 +231,7 @@ def open_hf(data: str | Path, model, resolver_for, *, split: str | None = None, 
 
     def header(raw: RawImage) -> tuple[int, int]:
         from ...image_files import image_file_size
-        row = int(raw.id[len(prefix):])
-        data, path = _image_bytes(table[row][image_column])
+        data, path = _image_bytes(images.pop(raw.id))
         return image_file_size(raw.path if data is not None else path, data=data)
 
     labelled = bool(label_column or objects)

@@ -225,6 +225,9 @@
     else if (skipped && typeof skipped === "object") Object.keys(skipped).forEach(function (k) { nSkipped += Number(skipped[k]) || 0; });
     if (nSkipped > 0) {
       var why = typeof skipped === "object" ? " (" + Object.keys(skipped).filter(function (k) { return skipped[k]; }).map(function (k) { return k.replace(/_/g, " ") + ": " + skipped[k]; }).join(", ") + ")" : "";
+      var bad = Object.keys(D.unreadable || {}).sort(), named = bad.slice(0, 3).map(function (k) { return String(D.unreadable[k]).replace(/\.$/, ""); });
+      if (bad.length > 3) named.push((bad.length - 3) + " more in summary.json");
+      why += named.length ? " — " + named.join("; ") : "";
       sec.appendChild(el("p", { cls: "small warn", id: "skipped", text: nSkipped + " image" + (nSkipped === 1 ? "" : "s") + " of the dataset skipped" + why + "." }));
     }
     sec.appendChild(el("p", { cls: "small muted" }, "↑ higher is better, ↓ lower is better; best per layer in bold green (none where all tie). Hover a column for its definition."));
