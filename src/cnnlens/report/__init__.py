@@ -1,5 +1,8 @@
 """Self-contained HTML reports (one ``report.html`` per output folder; no network, opens from ``file://``).
 
+In a notebook, ``view(source)`` returns a :class:`Report` that shows the page inline (an ``<iframe srcdoc>``): of a
+results folder, a ``report.html``, an :class:`ExplanationReport` or ``Explanation`` objects.
+
 ``write_report(folder)`` builds the page from the files a command wrote: an evaluation results folder
 (``summary.json`` + ``results*.jsonl``) or an explanation folder (``report_data/explanations.json``, written by
 :class:`ExplanationReport`).
@@ -12,8 +15,9 @@ from ..errors import InputError
 from .evaluation import evaluation_page_data, read_records, write_evaluation_report
 from .explanations import DATA_DIR, MANIFEST, ExplanationReport, explanation_page_data, write_explanation_report
 from .html import REPORT_NAME, render_page
+from .inline import Report, view
 
-__all__ = ["ExplanationReport", "write_report", "report_kind", "write_evaluation_report", "write_explanation_report",
+__all__ = ["ExplanationReport", "Report", "view", "write_report", "report_kind", "write_evaluation_report", "write_explanation_report",
            "evaluation_page_data", "explanation_page_data", "read_records", "render_page", "REPORT_NAME"]
 
 
