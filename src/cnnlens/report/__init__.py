@@ -17,8 +17,8 @@ from .explanations import DATA_DIR, MANIFEST, ExplanationReport, explanation_pag
 from .html import REPORT_NAME, render_page
 from .inline import Report, view
 
-__all__ = ["ExplanationReport", "Report", "view", "write_report", "report_kind", "write_evaluation_report", "write_explanation_report",
-           "evaluation_page_data", "explanation_page_data", "read_records", "render_page", "REPORT_NAME"]
+__all__ = ["ExplanationReport", "Report", "view", "write_report", "report_kind", "write_evaluation_report",
+           "write_explanation_report", "evaluation_page_data", "explanation_page_data", "read_records", "render_page", "REPORT_NAME"]
 
 
 def report_kind(folder: str | Path) -> str | None:
