@@ -119,6 +119,8 @@ def test_layouts_targets_and_outputs(setup):
     e = cnnlens.explain(model, x, "lrp", target=torch.as_tensor(y))
     raw = explain(model, x, y, method="lrp", output="raw")
     assert np.array_equal(raw[:, 0], e.raw.numpy()) and raw.min() < 0 < raw.max()   # sign kept
+    shared = explain(model, x, y, method="lrp", output="raw", layer=LAYER)   # evaluate's shared kwargs: layer ignored
+    assert np.array_equal(shared, raw)
     heat = explain(model, x, y, method="lrp", output="heatmap")
     assert np.array_equal(heat[:, 0], e.heatmap.numpy())
     top1 = explain(model, x, None, method="grad-cam", layer=LAYER)

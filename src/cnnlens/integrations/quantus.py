@@ -103,7 +103,9 @@ def explain(model: Any, inputs: Any, targets: Any = None, *, method: str = "grad
 
     inputs: (N,C,H,W) or (N,H,W,C), numpy or torch, preprocessed as the model expects. targets: (N,) class indices
     (numpy, torch, list), one int for all, or None (each input's top-1). method / layer / remaining keyword
-    arguments: as for ``cnnlens.explain`` (one layer: one map per input). output: ``"saliency"`` (default),
+    arguments: as for ``cnnlens.explain`` (one layer: one map per input; methods without a layer, such as LRP,
+    SGLRP, RISE and SR map, ignore ``layer``, so one ``explain_func_kwargs`` serves them and the CAMs in
+    ``quantus.evaluate``). output: ``"saliency"`` (default),
     ``"heatmap"`` or ``"raw"`` (see the module docstring). channel_first: the layout of ``inputs`` (None: inferred,
     the returned maps follow it). device: accepted for Quantus; cnnlens computes on the model's own device.
     Returns a float32 numpy array (N,1,H,W), or (N,H,W,1) for channels-last inputs.
@@ -119,6 +121,9 @@ def explain(model: Any, inputs: Any, targets: Any = None, *, method: str = "grad
     if isinstance(layer, (list, tuple)) or layer in ("blocks", "stages"):
         raise LayerError("a Quantus explain_func gives one map per input: pass one layer (a module name), not "
                          f"{layer!r}")
+    from ..methods import get_method
+    if get_method(method).layers == "none":
+        layer = None                                   # shared explain_func_kwargs: the layer is for the CAMs
     options = {k: v for k, v in kwargs.items() if k not in QUANTUS_KEYWORDS}
     net = _unwrap(model)
     if isinstance(inputs, torch.Tensor):
