@@ -298,10 +298,11 @@ def explanation_figure(result: Any, *, alpha: float = DEFAULT_ALPHA, max_images:
         head = f"{', '.join(methods)} · {len(entries)} {'entries' if len(methods) > 1 else 'layers'}"
         head += " · " + "; ".join(sorted({convention(e) for _, e in entries}))
     fig.suptitle(head, fontsize=9)
-    for s in sorted({bool(e.signed) for _, e in entries}):
+    for k, s in enumerate(sorted({bool(e.signed) for _, e in entries})):
         sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0),
                                           cmap=CMAP_SIGNED if s else CMAP_UNSIGNED)
-        bar = fig.colorbar(sm, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
+        bar = fig.colorbar(sm, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02,
+                           location="right" if k == 0 else "left")        # two conventions: one bar each side
         if s:
             bar.set_ticks([0.0, 0.5, 1.0], labels=["−max", "0", "+max"])
         bar.ax.tick_params(labelsize=7)
