@@ -227,6 +227,7 @@ def test_report_iframe_srcdoc_round_trips_to_the_page(tmp_path):
     gen = re.compile(r'"generated":"[^"]*"')
     assert gen.sub("", src) == gen.sub("", path.read_text(encoding="utf-8"))
     assert view(path).html == path.read_text(encoding="utf-8")
+    assert gen.sub("", cnnlens.report(tmp_path / "out").html) == gen.sub("", shown.html)   # the module is callable
     # an in-memory report (never written) holds the same maps as the written one
     mem = rep.view().html
     assert mem.count('"method":"grad-cam"') == path.read_text(encoding="utf-8").count('"method":"grad-cam"') == 4

@@ -1,7 +1,8 @@
 """Self-contained HTML reports (one ``report.html`` per output folder; no network, opens from ``file://``).
 
-In a notebook, ``view(source)`` returns a :class:`Report` that shows the page inline (an ``<iframe srcdoc>``): of a
-results folder, a ``report.html``, an :class:`ExplanationReport` or ``Explanation`` objects.
+In a notebook, ``view(source)`` — also spelled ``cnnlens.report(source)`` — returns a :class:`Report` that shows the
+page inline (an ``<iframe srcdoc>``): of a results folder, a ``report.html``, an :class:`ExplanationReport` or
+``Explanation`` objects.
 
 ``write_report(folder)`` builds the page from the files a command wrote: an evaluation results folder
 (``summary.json`` + ``results*.jsonl``) or an explanation folder (``report_data/explanations.json``, written by
@@ -9,6 +10,8 @@ results folder, a ``report.html``, an :class:`ExplanationReport` or ``Explanatio
 """
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 from ..errors import InputError
@@ -43,3 +46,13 @@ def write_report(folder: str | Path) -> Path:
         return write_explanation_report(folder)
     raise InputError(f"{folder} holds no cnnlens results (expected summary.json from `cnnlens evaluate` or "
                      f"{DATA_DIR}/{MANIFEST} from `cnnlens explain`/`sweep`/`demo`)")
+
+
+class _CallableModule(types.ModuleType):
+    """``cnnlens.report(source, ...)`` is ``cnnlens.report.view(source, ...)`` (the module stays a module)."""
+
+    def __call__(self, source, **kwargs):
+        return view(source, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
