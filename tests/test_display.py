@@ -7,7 +7,6 @@ a known map the embedded PNG holds ``(1 − α)·input + α·colour(value)``.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import os
 import re
@@ -22,7 +21,7 @@ from PIL import Image
 import cnnlens
 from cnnlens.api import Explanation, Explanations
 from cnnlens.errors import InputError
-from cnnlens.report import ExplanationReport, Report, view, write_report
+from cnnlens.report import ExplanationReport, Report, view
 
 from _browser import find_browser
 from _report_fixture import tiny_setup

@@ -49,7 +49,7 @@ def test_notebook_runs_and_shows_figures(path, tmp_path, monkeypatch):
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()                               # raises CellExecutionError on the first failing cell
-    errors = [o for o in _outputs(nb, ("error",))]
+    errors = _outputs(nb, ("error",))
     assert not errors
     images = [o for o in _outputs(nb) if "image/png" in o.get("data", {})]
     assert images, f"{path.name} shows no figure"
