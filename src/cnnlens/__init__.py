@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 
 #: public name → the module that defines it (imported on first use)
 _LAZY = {
-    "METHODS": "api", "Explanation": "api", "explain": "api", "method_options": "api", "validate_input": "api",
+    "METHODS": "api", "Explanation": "api", "Explanations": "api", "explain": "api", "method_options": "api",
+    "validate_input": "api",
     "block_layers": "models.layers", "default_layer": "models.layers", "explainable_layers": "models.layers",
     "stage_layers": "models.layers",
     "load_model": "models.zoo", "ModelInfo": "models.zoo", "MODEL_NAMES": "models.zoo",
@@ -31,7 +32,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .api import METHODS, Explanation, explain, method_options, validate_input
+    from .api import METHODS, Explanation, Explanations, explain, method_options, validate_input
     from .data.images import load_image
     from .models.layers import block_layers, default_layer, explainable_layers, stage_layers
     from ._state import model_lock
@@ -53,7 +54,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["METHODS", "CnnlensError", "Explanation", "InputError", "LayerError", "MethodError", "ModelError",
-           "TargetError", "UnsupportedOperationError", "WeightsError", "block_layers", "default_layer", "explain",
-           "explainable_layers", "load_image", "load_model", "method_options", "model_lock", "stage_layers",
+__all__ = ["METHODS", "CnnlensError", "Explanation", "Explanations", "InputError", "LayerError", "MethodError",
+           "ModelError", "TargetError", "UnsupportedOperationError", "WeightsError", "block_layers", "default_layer",
+           "explain", "explainable_layers", "load_image", "load_model", "method_options", "model_lock", "stage_layers",
            "validate_input"]

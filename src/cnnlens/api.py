@@ -24,6 +24,9 @@ class Explanation:
     heatmap: (N,H,W) in [0,1] at input resolution (signed methods: 0.5 = zero relevance).
     raw: the unnormalised map at its native resolution, sign kept.
     target: (N,) the explained classes. logits: (N,C) of the explained forward pass (when the method has one).
+    inputs: the explained batch (N,C,H,W) as the model saw it, and input_norm its (mean, std) preprocessing when the
+    model carries it (``load_model`` models), for display: in a notebook an Explanation shows itself as the overlays
+    with a colour bar, method, layer, target and convention (``_repr_html_``; ``overlay(i)`` gives the pixels).
     """
     heatmap: torch.Tensor
     raw: torch.Tensor
@@ -34,6 +37,8 @@ class Explanation:
     class_names: Sequence[str] | None = None
     signed: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    inputs: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def target_names(self) -> list[str]:
@@ -49,6 +54,49 @@ class Explanation:
 
     def __len__(self) -> int:
         return int(self.heatmap.shape[0])
+
+    def overlay(self, index: int = 0, *, alpha: float = 0.5) -> Any:
+        """(H,W,3) uint8: map ``index`` in its colour map (jet; signed: seismic, white = 0) over its input."""
+        from .display import display_images, overlay_rgb
+        images = display_images(self, index + 1)
+        return overlay_rgb(self.heatmap[index], None if images is None else images[index], signed=self.signed,
+                           alpha=alpha, max_side=max(self.heatmap.shape[-2:]))
+
+    def figure(self, *, alpha: float = 0.5) -> Any:
+        """A matplotlib Figure of the overlays, with titles and colour bar (``fig.savefig(path)`` to keep it)."""
+        from .display import explanation_figure
+        return explanation_figure(self, alpha=alpha)
+
+    def _repr_html_(self) -> str:
+        from .display import explanation_html
+        return explanation_html(self)
+
+    def _repr_png_(self) -> bytes:
+        from .display import explanation_png
+        return explanation_png(self)
+
+
+class Explanations(dict):
+    """What ``explain`` returns for several layers: a dict layer name → :class:`Explanation` (every dict operation
+    works) that shows itself in a notebook as a grid, one row per image and one column per layer. Any mapping label →
+    Explanation can be shown the same way: ``cnnlens.Explanations({"grad-cam": e1, "rise": e2})``."""
+
+    def figure(self, *, alpha: float = 0.5) -> Any:
+        """A matplotlib Figure of the grid (``fig.savefig(path)`` to keep it)."""
+        from .display import explanation_figure
+        return explanation_figure(self, alpha=alpha)
+
+    def _repr_html_(self) -> str | None:
+        if not self:
+            return None
+        from .display import explanation_html
+        return explanation_html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        if not self:
+            return None
+        from .display import explanation_png
+        return explanation_png(self)
 
 
 def _first_conv_channels(model: nn.Module) -> int | None:
@@ -88,11 +136,12 @@ def _class_names(model: nn.Module, class_names: Sequence[str] | None) -> Sequenc
 
 def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target: TargetSpec = None,
             layer: str | Sequence[str] | None = None, *, class_names: Sequence[str] | None = None,
-            progress: bool = False, **options: Any) -> Explanation | dict[str, Explanation]:
+            progress: bool = False, **options: Any) -> Explanation | Explanations:
     """Explain ``model``'s decision on the batch ``x`` with ``method``.
 
     target: None (each sample's top-1), an int, a class name, or a per-sample list/tensor.
-    layer: a module name (``"layer3"``, ``"features.29"``), a list of names (returns a dict layer → Explanation),
+    layer: a module name (``"layer3"``, ``"features.29"``), a list of names (returns :class:`Explanations`, a dict
+    layer → Explanation),
     ``"blocks"`` (one layer per block: its output, or its deepest post-activation layer where the output is a linear
     bottleneck; ``cnnlens.block_layers``) or ``"stages"`` (one such layer per spatial resolution, the deepest;
     ``cnnlens.stage_layers``). Methods without a layer (LRP, RISE, SR map) take none.
@@ -138,9 +187,21 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target:
         else:
             out = spec.fn(req, **options)
             results = _to_explanation(spec, out, None if spec.layers == "none" else layers, names)
+    norm = _input_norm(model)
+    for e in results.values():
+        e.inputs, e.input_norm = x, norm
     if spec.layers == "single" and as_dict:
-        return results
+        return Explanations(results)
     return next(iter(results.values()))
+
+
+def _input_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) of the model's preprocessing when it carries it (``model.cnnlens_meta``), else None."""
+    meta = getattr(model, "cnnlens_meta", None)
+    mean, std = getattr(meta, "mean", None), getattr(meta, "std", None)
+    if mean is None or std is None:
+        return None
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def _to_explanation(spec, out, layers, names) -> dict:

@@ -188,9 +188,8 @@ def write_plots(out: Path, records: list[dict], rows: list[dict], specs: Sequenc
                 layer_depth: Mapping[str, int] | None = None) -> list[Path]:
     """A bar chart per metric (mean ± SE per method/layer; none for a metric that is n/a everywhere) and the mean
     deletion / insertion curves."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from ..viz.figures import _plt
+    plt = _plt()                 # Agg, unless a notebook's inline backend is active (which it must keep)
     written = []
     labels = [r["method"] if len({x["layer"] for x in rows}) == 1 else f"{r['method']}\n{r['layer']}" for r in rows]
     for spec in specs:

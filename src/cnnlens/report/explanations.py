@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ._images import (data_uri_file, data_uri_map_file, map_to_uint8, save_image_file, save_map_file,
-                      to_hwc_uint8)
+from ._images import (data_uri_file, data_uri_map, data_uri_map_file, data_uri_rgb, map_to_uint8, save_image_file,
+                      save_map_file, to_hwc_uint8)
 from .html import write_page
 
 DATA_DIR = "report_data"
@@ -45,11 +45,13 @@ class ExplanationReport:
 
     ``add`` takes one image (display RGB, (3,H,W) or (H,W,3) in [0,1]) and an ``Explanation`` (or a dict layer →
     Explanation, as ``cnnlens.explain`` returns for several layers) of a batch, with ``index`` the image's row in it.
+    In a notebook the object shows its page inline (``view()``: a :class:`~cnnlens.report.Report`, built in memory
+    from what was added); ``out`` may be None for such a report that is never written.
     """
 
-    def __init__(self, out: str | Path, *, model: str | None = None, title: str | None = None,
+    def __init__(self, out: str | Path | None, *, model: str | None = None, title: str | None = None,
                  command: str | None = None) -> None:
-        self.out = Path(out)
+        self.out = None if out is None else Path(out)
         self.model = model
         self.title = title
         self.command = command
@@ -94,6 +96,9 @@ class ExplanationReport:
     def write(self) -> Path:
         """Store the maps and images under ``report_data/``, merge with an earlier run of the same model, and write
         ``report.html``; return its path."""
+        if self.out is None:
+            raise InputError("this report has no output folder (ExplanationReport(out=None)): use view() or "
+                             "view().save(path)")
         data_dir = self.out / DATA_DIR
         old = _read_manifest(data_dir) if (data_dir / MANIFEST).exists() else None
         images: dict[str, dict] = {}
@@ -114,6 +119,28 @@ class ExplanationReport:
         from ..viz import write_text_atomic
         write_text_atomic(data_dir / MANIFEST, json.dumps(manifest, indent=1))
         return write_explanation_report(self.out)
+
+
+    def page_data(self) -> dict[str, Any]:
+        """The page's data from what was added (in memory: images and maps as data URIs, nothing read or written)."""
+        images = [dict(entry, src=data_uri_rgb(self._pixels[image_id])) for image_id, entry in self._images.items()]
+        maps = [dict(m, src=data_uri_map(self._gray[key])) for key, m in self._maps.items()]
+        methods = list(dict.fromkeys(m["method"] for m in maps))
+        return {"kind": "explanations", "title": self.title or "cnnlens explanations", "model": self.model,
+                "command": self.command, "images": images, "maps": maps, "methods": methods}
+
+    def view(self, *, height: int | None = None):
+        """This report's page as a :class:`~cnnlens.report.Report` (inline in a notebook)."""
+        from .html import render_page
+        from .inline import DEFAULT_HEIGHT, Report
+        data = self.page_data()
+        title = data["title"] + (f" · {data['model']}" if data.get("model") else "")
+        return Report(render_page(data, title), height=DEFAULT_HEIGHT if height is None else height)
+
+    def _repr_html_(self) -> str | None:
+        if not self._maps:
+            return None
+        return self.view()._repr_html_()
 
 
 def _top5(logits: Any, names: Sequence[str] | None) -> list[dict[str, Any]]:
