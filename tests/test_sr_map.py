@@ -522,7 +522,8 @@ def test_sr_map_figure_writes_png_atomically(tmp_path):
 def test_cli_explain_sr_map(tmp_path):
     from click.testing import CliRunner
     from cnnlens.cli import main
-    res = CliRunner().invoke(main, ["explain", "chelsea", "--model", "vgg11", "--weights", "random", "--method", "sr-map",
+    res = CliRunner().invoke(main, ["explain", "chelsea", "--model", "vgg11", "--weights", "random",
+                                    "--method", "sr-map",
                                     "--option", "working_size=48", "--option", "K=16", "--out", str(tmp_path)],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output

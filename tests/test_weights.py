@@ -280,7 +280,8 @@ _HUB_SCRIPT = textwrap.dedent("""
     from cnnlens.cli import main
     out = {}
     state = torch.load(sys.argv[1], weights_only=True)
-    for name in ("timm/test_resnet.r160_in1k", "hf-hub:timm/test_resnet.r160_in1k"):
+    for name in ("timm/test_resnet.r160_in1k", "hf-hub:timm/test_resnet.r160_in1k", "test_resnet.r160_in1k",
+                 "test_resnet"):
         m = cnnlens.load_model(name)
         own = m.state_dict()
         i = m.cnnlens_meta
@@ -297,6 +298,8 @@ _HUB_SCRIPT = textwrap.dedent("""
     res = CliRunner().invoke(main, ["explain", "chelsea", "--model", "timm/resnet18.a1_in1k", "--out",
                                     sys.argv[2] + "/missing"])
     out["cli_missing"] = [res.exit_code, res.output]
+    res = CliRunner().invoke(main, ["fetch-weights", "timm/test_resnet.r160_in1k"])
+    out["fetch"] = [res.exit_code, res.output]
     print(json.dumps(out))
 """)
 
@@ -325,7 +328,8 @@ def test_timm_hub_weights_from_a_prefilled_hugging_face_cache(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for name in ("timm/test_resnet.r160_in1k", "hf-hub:timm/test_resnet.r160_in1k"):
+    for name in ("timm/test_resnet.r160_in1k", "hf-hub:timm/test_resnet.r160_in1k", "test_resnet.r160_in1k",
+                 "test_resnet"):                                     # timm's own names load the same hub weights
         r = out[name]
         assert r["same"] and r["weights"] == "timm:hf-hub:timm/test_resnet.r160_in1k", r
         assert r["input_size"] == [3, 160, 160] and r["crop_pct"] == 0.95 and r["mean"] == [0.5] * 3, r
@@ -339,3 +343,5 @@ def test_timm_hub_weights_from_a_prefilled_hugging_face_cache(tmp_path):
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("cnnlens: error: cannot load timm/resnet18"), text
     assert not (tmp_path / "missing").exists()
+    code, text = out["fetch"]
+    assert code == 0 and "timm:hf-hub:timm/test_resnet.r160_in1k" in text and str(tmp_path / "hf" / "hub") in text

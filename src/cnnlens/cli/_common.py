@@ -165,5 +165,5 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
 
 
-__all__ = ["CnnlensError", "WEIGHTS_HELP", "check_device", "check_method_names", "check_metric_names", "check_model_name",
-           "load_model_quietly", "parse_option_values", "parse_target", "progress", "read_images"]
+__all__ = ["CnnlensError", "WEIGHTS_HELP", "check_device", "check_method_names", "check_metric_names",
+           "check_model_name", "load_model_quietly", "parse_option_values", "parse_target", "progress", "read_images"]

@@ -8,8 +8,8 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, load_model_quietly, parse_target,
-                      read_images)
+from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, load_model_quietly,
+                      parse_target, read_images)
 
 
 @main.command("sweep")
