@@ -62,16 +62,18 @@ def test_ranks_split_blocks_and_any_world_size_resumes_to_the_same_table(tmp_pat
     model, data = _model(), SyntheticScenes(7, size=32)                     # 4 blocks of 2, 2, 2, 1 images
     ref = evaluate(model, data, "grad-cam", METRICS, out=tmp_path / "ref", config=FAST, progress=False, plots=False)
     out = tmp_path / "run"
-    # world 3: rank 0 dies before doing anything; ranks 1 and 2 finish blocks 1 and 2 (rank 0 had 0 and 3)
+    out.mkdir()
+    (out / "run.json").write_text((tmp_path / "ref" / "run.json").read_text())    # rank 0 opened the folder ...
+    # world 3: rank 0 dies before computing anything; ranks 1 and 2 finish blocks 1 and 2 (rank 0 had 0 and 3)
     _run_rank(monkeypatch, 1, 3, out, data, model)
     _run_rank(monkeypatch, 2, 3, out, data, model)
     shard1 = [json.loads(x) for x in (out / "results.rank1.jsonl").read_text().splitlines()]
-    assert sorted({r["block"].split(":")[0] for r in shard1}) == ["1"]
+    assert sorted({r["unit"].split(":")[0] for r in shard1}) == ["1"]
     assert not (out / "summary.json").exists()                              # only rank 0 writes tables
     # resumed with world 2: rank 1 computes block 3 only, rank 0 block 0 (and merges)
     _run_rank(monkeypatch, 1, 2, out, data, model)
     shard1 = [json.loads(x) for x in (out / "results.rank1.jsonl").read_text().splitlines()]
-    assert [r["block"].split(":")[0] for r in shard1] == ["1", "1", "3"]
+    assert [r["unit"].split(":")[0] for r in shard1] == ["1", "1", "3"]
     res = _run_rank(monkeypatch, 0, 2, out, data, model)
     assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.jsonl"]     # shards merged
     assert _rows(res.summary) == _rows(ref.summary)
@@ -88,8 +90,10 @@ def test_ranks_split_blocks_and_any_world_size_resumes_to_the_same_table(tmp_pat
 
 def test_a_torn_shard_is_repaired_before_appending(tmp_path, monkeypatch):
     model, data = _model(), SyntheticScenes(6, size=32)
-    ref = evaluate(model, data, "grad-cam", METRICS, out=None, config=FAST, progress=False)
+    ref = evaluate(model, data, "grad-cam", METRICS, out=tmp_path / "ref", config=FAST, progress=False, plots=False)
     out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text((tmp_path / "ref" / "run.json").read_text())    # rank 0 opened the folder
     _run_rank(monkeypatch, 1, 2, out, data, model)                          # block 1
     shard = out / "results.rank1.jsonl"
     text = shard.read_text()
@@ -107,7 +111,7 @@ class _StopAfter:
         self.path, self.n, self.signum = path, n, signal.SIGTERM
 
     def is_set(self) -> bool:
-        return self.path.is_file() and len({json.loads(x)["block"] for x in self.path.read_text().splitlines()}) \
+        return self.path.is_file() and len({json.loads(x)["unit"] for x in self.path.read_text().splitlines()}) \
             >= self.n
 
 
@@ -222,8 +226,12 @@ def test_cli_sigint_in_process_stops_after_the_block_exits_130_and_resumes(tmp_p
     stopped = _in_process(args, cache, monkeypatch)
     assert signal.getsignal(signal.SIGINT) is previous                     # the CLI's handler is removed again
     assert stopped.exit_code == 130, stopped.output
-    lines = [x for x in stopped.output.strip().splitlines() if x.startswith("cnnlens:")]
-    assert len(lines) == 1 and "interrupted by SIGINT" in lines[0] and "run the same command again" in lines[0]
+    lines = [x for x in stopped.output.strip().splitlines() if x.startswith("cnnlens:") and "plan:" not in x
+             and "measured on the first block" not in x]
+    # at once: what happens now and how to stop sooner; at the end: what was kept and how to resume
+    assert len(lines) == 2, stopped.output
+    assert "stopping after the current unit" in lines[0] and "Ctrl-C again to stop now" in lines[0]
+    assert "interrupted by SIGINT" in lines[1] and "run the same command again" in lines[1]
     first = (out / "results.jsonl").read_text().splitlines()
     assert len(first) == 2                                                 # exactly one block (2 images)
     monkeypatch.setattr(evaluation, "evaluate", real)

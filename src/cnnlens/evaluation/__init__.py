@@ -1,5 +1,6 @@
-"""Evaluation of explanation methods on datasets: the runner (blocks, resumable results, torchrun ranks), the dataset
-adapters, the model and dataset openers, and the tables and plots.
+"""Evaluation of explanation methods on datasets: the configuration and run identity (config), the loop over units
+of work (runner, scoring, loader, torchrun ranks in distributed), the results store (store), the dataset adapters, the
+model and dataset openers, and the tables and plots.
 
 >>> from cnnlens.evaluation import evaluate, open_model, open_dataset
 >>> model, name = open_model("synthetic-vgg")
@@ -8,12 +9,13 @@ adapters, the model and dataset openers, and the tables and plots.
 """
 from __future__ import annotations
 
+from .config import DEFAULT_METHODS, DEFAULT_METRICS, EvalConfig, MethodRun, ResumeError
+from .runner import RESULTS, IncompleteResults, Interrupted, PeerFailed, Results, evaluate, safe_id
 from .datasets import open_dataset
 from .models import open_model
-from .runner import (RESULTS, EvalConfig, Interrupted, MethodRun, PeerFailed, Results, ResumeError, evaluate,
-                     safe_id)
+from .store import ResultsStore
 from .tables import layer_table, markdown_table, summarize_records, write_plots, write_tables
 
-__all__ = ["RESULTS", "EvalConfig", "Interrupted", "MethodRun", "PeerFailed", "Results", "ResumeError", "evaluate",
-           "layer_table", "markdown_table", "open_dataset", "open_model", "safe_id", "summarize_records",
+__all__ = ["DEFAULT_METHODS", "DEFAULT_METRICS", "RESULTS", "EvalConfig", "IncompleteResults", "Interrupted",
+           "MethodRun", "PeerFailed", "Results", "ResultsStore", "ResumeError", "evaluate", "layer_table", "markdown_table", "open_dataset", "open_model", "safe_id", "summarize_records",
            "write_plots", "write_tables"]

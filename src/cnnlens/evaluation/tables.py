@@ -15,15 +15,9 @@ import torch
 
 from ..layer_order import layer_sort_key
 from ..metrics import MetricSpec, auc, summarize
+from .store import atomic_write_text
 
 NA_NO_BOXES = "no boxes"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def summarize_records(records: list[dict], specs: Sequence[MetricSpec],
