@@ -13,7 +13,8 @@ Words: a *block* is a batch of images of the fixed dataset order (images b·B �
 ``unit`` and ``unit_size`` (how many records the unit wrote), and a unit is appended in one ``write``.
 
 The rule for which record counts, everywhere: a unit counts when every one of its records is present and readable
-(a kill mid-write leaves a torn or short unit, which does not count and is recomputed whole); a unit present in
+(a kill mid-write leaves a torn or short unit, which does not count and is recomputed whole; a record written by
+another tool, without a unit, is a unit of its own); a unit present in
 several files (a resume with another world size recomputed it) counts once, from the first file in the order
 ``results.jsonl``, ``results.rank0.jsonl``, ``results.rank1.jsonl``, … (it is the same computation: the identity
 in ``run.json`` pins every setting).
@@ -56,10 +57,14 @@ def unit_order(uid: str) -> tuple[int, str]:
 
 
 def _unit_of(rec: dict) -> tuple[str, int]:
-    """(unit id, unit size) of a record; format-1 folders called the unit "block"."""
+    """(unit id, unit size) of a record; format-1 folders called the unit "block"; a record of another writer, with
+    neither, is a unit of its own."""
     if "unit" in rec:
         return str(rec["unit"]), int(rec["unit_size"])
-    return str(rec["block"]), int(rec["block_size"])
+    if "block" in rec:
+        return str(rec["block"]), int(rec["block_size"])
+    key = (rec["sample"], rec.get("target"), rec["method"], rec.get("layer"))
+    return "record:" + json.dumps(key, sort_keys=True), 1
 
 
 @dataclass

@@ -183,6 +183,7 @@
     var id = D.identity || {}, ds = id.dataset || {};
     app.appendChild(header("evaluation", ds.name ? el("span", { cls: "meta" }, "data ", el("b", { text: ds.name }), ds.n !== undefined ? " (" + ds.n + " images)" : "") : null));
     app.appendChild(el("nav", { cls: "tabs" }, el("a", { href: "#summary", text: "Summary" }), el("a", { href: "#plots", text: "Plots" }), el("a", { href: "#per-image", text: "Per image" })));
+    if (D.partial) app.appendChild(el("p", { cls: "card warn", id: "partial", text: "Partial results: " + D.partial.units_done + (D.partial.units_total ? " of " + D.partial.units_total : "") + " units (a block of images × one method) finished; the run was interrupted. Run the same command again to finish it." }));
 
     // summary table
     var sec = el("section", { id: "summary" }, el("h2", { text: "Summary (mean ± s.e.)" }));
