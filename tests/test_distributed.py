@@ -242,6 +242,131 @@ def test_cli_sigint_in_process_stops_after_the_block_exits_130_and_resumes(tmp_p
     #                                                                        equality: the stop-flag test above)
 
 
+class _TwoSignalsAfterTheFirstBlock(_SignalAfterTheFirstBlock):
+    """After the first unit: Ctrl-C, then Ctrl-C again (the second one raises in the CLI's handler: stop now)."""
+
+    def is_set(self) -> bool:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.stop.is_set()
+
+
+def test_cli_second_sigint_stops_at_once_and_keeps_the_finished_units(tmp_path, cache, monkeypatch):
+    import cnnlens.evaluation as evaluation
+    real = evaluation.evaluate
+
+    def signalling(*args, stop=None, **kw):
+        return real(*args, stop=_TwoSignalsAfterTheFirstBlock(stop), **kw)
+    out = tmp_path / "run"
+    args = ARGS + ["--n-images", "4", "--metrics", "average-drop,pointing-game", "--out", str(out)]
+    monkeypatch.setattr(evaluation, "evaluate", signalling)
+    previous = signal.getsignal(signal.SIGINT)
+    stopped = _in_process(args, cache, monkeypatch)
+    assert signal.getsignal(signal.SIGINT) is previous
+    assert stopped.exit_code == 130, stopped.output
+    lines = [x for x in stopped.output.strip().splitlines() if x.startswith("cnnlens:")]
+    assert len(lines) == 2 and "Traceback" not in stopped.output, stopped.output
+    assert "stopping after the current unit" in lines[0] and "Ctrl-C again to stop now" in lines[0]
+    assert "stopped at once by a second SIGINT" in lines[1] and "run the same command again" in lines[1]
+    first = (out / "results.jsonl").read_text().splitlines()
+    assert len(first) == 2                                                 # the finished unit is kept
+    monkeypatch.setattr(evaluation, "evaluate", real)
+    again = _in_process(args, cache, monkeypatch)
+    assert again.exit_code == 0, again.output
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert lines[:2] == first and len(lines) == 4
+
+
+# ------------------------------------------------------------------------------------------ a real process group
+_GLOO_RANK = r"""
+import json, os, sys
+from datetime import timedelta
+from pathlib import Path
+import torch, torch.distributed as dist
+torch.set_num_threads(1)
+from cnnlens.data.synthetic import SHAPES, SyntheticMeta, SyntheticScenes, vgg_like
+from cnnlens.evaluation import EvalConfig, Interrupted, evaluate
+rank, port, out, stop_after = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                        timeout=timedelta(seconds=120))
+torch.manual_seed(0)
+model = vgg_like(4, widths=(4, 8))
+model.cnnlens_meta = SyntheticMeta("tiny-vgg", tuple(SHAPES[:4]), input_size=(3, 32, 32))
+model.eval()
+
+class Stop:                      # rank 1 asks to stop once its shard holds `stop_after` units
+    signum = 15
+    def is_set(self):
+        p = out / "results.rank1.jsonl"
+        return rank == 1 and stop_after > 0 and p.is_file() and             len({json.loads(x)["unit"] for x in p.read_text().splitlines()}) >= stop_after
+def run(stop):
+    try:
+        res = evaluate(model, SyntheticScenes(7, size=32), "grad-cam", "average-drop,deletion,pointing-game",
+                       out=out, config=EvalConfig(batch_size=2, step=128), progress=False, plots=False, stop=stop)
+        return f"RECORDS {len(res.records)}"
+    except Interrupted:
+        return "INTERRUPTED"
+said = [run(Stop())]
+dist.barrier()
+if rank == 0:                    # what the stop left: the shards and their units
+    (out.parent / "stopped.json").write_text(json.dumps(
+        {p.name: sorted({json.loads(x)["unit"] for x in p.read_text().splitlines()})
+         for p in sorted(out.glob("results*.jsonl"))} | {"summary": (out / "summary.json").exists()}))
+dist.barrier()
+said.append(run(None))           # the same command again: resumes
+print(" / ".join(said))
+dist.destroy_process_group()
+"""
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_pair(out: Path, stop_after: int) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", _GLOO_RANK, str(r), port, str(out), str(stop_after)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    return [o.strip().splitlines()[-1] for o, _ in outs]
+
+
+def test_two_real_gloo_processes_split_stop_together_and_resume_to_the_one_process_table(tmp_path):
+    """Issue 21 item 16: real collectives (gloo over loopback, two processes) — the blocks are split, a stop asked by
+    one rank stops both after their unit, a resume finishes, rank 0 merges, and the records equal one process's."""
+    torch.set_num_threads(1)
+    try:
+        ref = evaluate(_model(), SyntheticScenes(7, size=32), "grad-cam", "average-drop,deletion,pointing-game",
+                       out=tmp_path / "ref", config=EvalConfig(batch_size=2, step=128), progress=False, plots=False)
+    finally:
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1)
+    out = tmp_path / "run"
+    # one launch of two processes: a run that rank 1 asks to stop after its first unit, then the same run again
+    assert _gloo_pair(out, stop_after=1) == ["INTERRUPTED / RECORDS 7"] * 2
+    stopped = json.loads((tmp_path / "stopped.json").read_text())
+    # block b on rank b mod 2; rank 0 stopped with rank 1 (after its own first unit), no summary
+    assert stopped == {"results.rank0.jsonl": ["0:grad-cam@default"], "results.rank1.jsonl": ["1:grad-cam@default"],
+                       "summary": False}
+    assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.jsonl"]
+    merged = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    reference = [json.loads(x) for x in (tmp_path / "ref" / "results.jsonl").read_text().splitlines()]
+    assert [(r["unit"], r["sample"]) for r in merged] == [(r["unit"], r["sample"]) for r in reference]
+    for a, b in zip(merged, reference):
+        assert a["metrics"] == pytest.approx(b["metrics"], abs=1e-6), (a["sample"], a["metrics"], b["metrics"])
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert [r["n"] for r in rows] == [7]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_after_the_block_exits_with_its_code_and_resumes(tmp_path, cache, sig, code, monkeypatch):

@@ -189,3 +189,67 @@ def test_units_are_named_by_block_and_method_run(tmp_path):
     res = _run(tmp_path, methods="grad-cam", layers="features.1,features.4", data=SyntheticScenes(3, size=32))
     assert {r["unit"] for r in res.records} == {"0:grad-cam@features.1,features.4", "1:grad-cam@features.1,features.4"}
     assert Path(tmp_path / ".lock").is_file()
+
+
+class _StopAfterUnits:
+    """A ``stop`` flag that becomes set once ``n`` units are in the results file (as a signal handler sets it)."""
+
+    def __init__(self, path: Path, n: int):
+        self.path, self.n, self.signum = path, n, 15
+
+    def is_set(self) -> bool:
+        return self.path.is_file() and len({json.loads(x)["unit"] for x in self.path.read_text().splitlines()}) \
+            >= self.n
+
+
+def test_report_after_an_interruption_is_built_from_the_finished_units_and_labelled_partial(tmp_path):
+    """Issue 21 item 5: ``cnnlens report DIR`` after an interruption said "holds no cnnlens results"."""
+    from click.testing import CliRunner
+
+    from cnnlens.cli import main
+    from cnnlens.evaluation import Interrupted
+    from cnnlens.report import evaluation_page_data
+    out = tmp_path / "run"
+    data = SyntheticScenes(5, size=32)                                     # 3 blocks × 2 methods = 6 units
+    with pytest.raises(Interrupted):
+        _run(out, methods="grad-cam,grad-cam++", metrics="average-drop,bbox", data=data,
+             stop=_StopAfterUnits(out / "results.jsonl", 2))
+    assert not (out / "summary.json").exists()
+    res = CliRunner().invoke(main, ["report", str(out)])
+    assert res.exit_code == 0, res.output
+    page = evaluation_page_data(out)
+    assert page["partial"] == {"units_done": 2, "units_total": 6}
+    finished = ResultsStore(out).records()
+    assert len(page["records"]) == len(finished) == 4
+    assert {(r["method"], r["n"]) for r in page["rows"]} == {("grad-cam", 2), ("grad-cam++", 2)}
+    mean = sum(r["metrics"]["bbox"] for r in finished if r["method"] == "grad-cam") / 2
+    row = next(r for r in page["rows"] if r["method"] == "grad-cam")
+    assert row["bbox"]["mean"] == pytest.approx(mean)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "<title>cnnlens evaluation · tiny-vgg (partial)</title>" in html or "(partial)</title>" in html
+    assert '"partial":{"units_done":2,"units_total":6}' in html
+    # finished: the summary is complete and the page is no longer partial
+    done = _run(out, methods="grad-cam,grad-cam++", metrics="average-drop,bbox", data=data)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and summary["units"] == {"done": 6, "total": 6}
+    assert {r["n"] for r in done.summary} == {5}
+    assert evaluation_page_data(out)["partial"] is None
+
+
+def test_plan_and_estimate_are_said_before_the_work(tmp_path):
+    """Issue 21 item 8: the plan (units), then forwards per map measured on the first block and a time estimate."""
+    said: list[str] = []
+    _run(tmp_path, methods="grad-cam,rise", metrics="average-drop,deletion", data=SyntheticScenes(5, size=32),
+         announce=said.append)
+    assert len(said) == 2, said
+    assert said[0].startswith("plan: 5 images in 3 blocks of 2 × 2 method runs = 6 units, 0 already done, 6 to "
+                              "compute")
+    # grad-cam: 1 forward + 1 for AD + deletion's 2·(⌈HW/step⌉+1)/2 = 17 at 32², step 64: counted by a forward hook
+    assert "measured on the first block" in said[1] and "estimated time left" in said[1]
+    fwd = {part.split()[0]: float(part.split()[1]) for part in said[1].split(": ", 1)[1].split("; ")[:2]}
+    assert fwd["grad-cam"] == pytest.approx(1 + 1 + 17, abs=1)
+    assert fwd["rise"] == pytest.approx(20 + 1 + 17, abs=1)                # n_masks=20 masked forwards
+    said.clear()
+    _run(tmp_path, methods="grad-cam,rise", metrics="average-drop,deletion", data=SyntheticScenes(5, size=32),
+         announce=said.append)
+    assert said == ["plan: 5 images in 3 blocks of 2 × 2 method runs = 6 units, 6 already done, 0 to compute"]

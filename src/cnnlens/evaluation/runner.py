@@ -234,7 +234,7 @@ def _run(model, dataset, runs: list[MethodRun], specs: list[MetricSpec], cfg: Ev
         announce(f"plan: {len(dataset)} images in {n_blocks} blocks of {b} × {len(runs)} method run"
                  f"{'s' if len(runs) != 1 else ''} = {len(all_units)} units, {len(all_units) - left} already done, "
                  f"{left} to compute" + (f" on {dist.world} processes" if dist.world > 1 else "")
-                 + "; forwards per map and a time estimate follow the first block")
+                 + ("; forwards per map and a time estimate follow the first block" if todo else ""))
     bar = None
     if progress and dist.is_main:
         from tqdm import tqdm
@@ -353,6 +353,7 @@ def _estimate(measured: dict[str, tuple[float, int, int]], todo: list, step: int
             sec, fwd, maps = measured[r.key]
             parts.append(f"{r.name}{'' if not r.layers else '@' + ','.join(r.layers)} {fwd / maps:.0f} forwards/map "
                          f"({sec / maps:.3g} s/map)")
-    base = f" (one forward: {forward_s * 1e3:.3g} ms per image)" if forward_s else ""
-    return (f"measured on the first block{base}: {'; '.join(parts)}; estimated time left ≈ {_duration(seconds)} "
-            f"for {sum(left.values())} units")
+    if forward_s:
+        parts.append(f"one plain forward {forward_s * 1e3:.3g} ms per image")
+    return (f"measured on the first block: {'; '.join(parts)}; estimated time left ≈ {_duration(seconds)} for "
+            f"{sum(left.values())} units")
