@@ -452,3 +452,50 @@ def test_a_worker_error_is_the_same_one_line_error(tmp_path):
     with pytest.raises(InputError) as info:
         evaluate(_model(), _Broken(4, size=32), "grad-cam", "bbox", out=None, config=FAST, progress=False, workers=2)
     assert str(info.value) == "cannot read image broken.jpg: truncated"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_torchrun_process_group_killed_then_resumed_with_1_2_and_3_processes(tmp_path, cache):
+    """Issue 21 item 1 as it happens: SIGKILL to torchrun's whole process group once the first shard has a line (a
+    scheduler ending the job), then the same command with 1, 2 or 3 processes: every unit finished, the tables equal
+    an uninterrupted run's. torchrun starts its workers in sessions of their own, so they must end with their agent
+    (they used to run on and overwrite the resumed results.jsonl)."""
+    import shutil
+    args = ARGS + ["--n-images", "12", "--methods", "grad-cam,relevance-cam", "--metrics",
+                   "average-drop,increase,energy-pointing-game,deletion"]
+    ref = _cli(args + ["--out", str(tmp_path / "ref")], cache)
+    assert ref.communicate(timeout=600) and ref.returncode == 0
+    killed = tmp_path / "killed"
+    proc = _cli(args + ["--out", str(killed)], cache, nproc=2, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.stat().st_size > 0 for p in killed.glob("results.rank*.jsonl")):
+            break
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert workers and not any(_alive(w) for w in workers), "a worker outlived its killed torchrun"
+    units = {json.loads(x)["unit"] for p in killed.glob("results*.jsonl") for x in p.read_text().splitlines()
+             if x.strip().endswith("}")}
+    assert 0 < len(units) < 12 and not (killed / "summary.json").exists()
+    for world in (1, 2, 3):
+        out = tmp_path / f"resumed{world}"
+        shutil.copytree(killed, out)
+        again = _cli(args + ["--out", str(out)], cache, nproc=None if world == 1 else world)
+        stdout, err = again.communicate(timeout=600)
+        assert again.returncode == 0, err
+        assert _table(out) == _table(tmp_path / "ref"), world
+        assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.jsonl"]
+        assert all(r["n"] == 12 for r in json.loads((out / "summary.json").read_text())["rows"])
