@@ -300,7 +300,8 @@ class Stop:                      # rank 1 asks to stop once its shard holds `sto
     signum = 15
     def is_set(self):
         p = out / "results.rank1.jsonl"
-        return rank == 1 and stop_after > 0 and p.is_file() and             len({json.loads(x)["unit"] for x in p.read_text().splitlines()}) >= stop_after
+        return rank == 1 and stop_after > 0 and p.is_file() and \
+            len({json.loads(x)["unit"] for x in p.read_text().splitlines()}) >= stop_after
 def run(stop):
     try:
         res = evaluate(model, SyntheticScenes(7, size=32), "grad-cam", "average-drop,deletion,pointing-game",

@@ -310,8 +310,8 @@ def _run(model, dataset, runs: list[MethodRun], specs: list[MetricSpec], cfg: Ev
         # every rank has read the shards before rank 0 merges them; rank 0's verdict on completeness is everyone's
         if dist.max(len(missing) if dist.is_main else 0):
             raise IncompleteResults(f"{store.out} lacks {len(missing)} of the run's {len(all_units)} units "
-                                    f"({', '.join(missing[:2])}{', …' if len(missing) > 2 else ''}) after the run: another process changed the folder; run the "
-                                    f"same command again to compute them")
+                                    f"({', '.join(missing[:2])}{', …' if len(missing) > 2 else ''}) after the run: "
+                                    f"another process changed the folder; run the same command again to compute them")
         if dist.is_main:
             store.merge(required)
     else:

@@ -40,7 +40,8 @@ def _finite_or_none(v: float) -> float | None:
 
 @dataclass
 class Pairs:
-    """The (image, class) pairs of a block (what its records are about): host lists (no device reads per pair) and device tensors."""
+    """The (image, class) pairs of a block (what its records are about): host lists (no device reads per pair) and
+    device tensors."""
     sample: list[int]              # index into the block's samples
     target: list[int]              # model class explained
     label: list[int | None]        # dataset class key (None: the predicted class has no label in the image)
@@ -58,8 +59,8 @@ def _label_of(sample: Sample, cls: int) -> int | None:
 
 
 def block_pairs(samples: list[Sample], x: torch.Tensor, logits: torch.Tensor, cfg: EvalConfig) -> Pairs:
-    """The (image, class) pairs of the block: every label key (a class-mapped key → the model's best class among its candidates), or
-    the top-1 class. Every device result is read back in one transfer."""
+    """The (image, class) pairs of the block: every label key (a class-mapped key → the model's best class among its
+    candidates), or the top-1 class. Every device result is read back in one transfer."""
     num_classes = logits.shape[1]
     device = logits.device
     pair_sample: list[int] = []

@@ -3,8 +3,8 @@
 Reads ``summary.json`` (identity, conventions, metric declarations, aggregated rows), the records counted by the
 results store (:mod:`cnnlens.evaluation.store`: ``results.jsonl`` and torchrun's ``results.rank{r}.jsonl`` shards,
 whole units only, a unit once), the plots ``bar_<metric>.png`` and ``curves_<kind>.png``, and, where a record names
-them, its input image (``"image"``) and 8-bit grayscale map (``"map"``). A folder whose run was interrupted (``run.json``
-and results, no ``summary.json``) gives a page of the finished units, labelled partial.
+them, its input image (``"image"``) and 8-bit grayscale map (``"map"``). A folder whose run was interrupted
+(``run.json`` and results, no ``summary.json``) gives a page of the finished units, labelled partial.
 """
 from __future__ import annotations
 
