@@ -345,12 +345,14 @@ def _gloo_pair(out: Path, stop_after: int) -> list[str]:
 def test_two_real_gloo_processes_split_stop_together_and_resume_to_the_one_process_table(tmp_path):
     """Issue 21 item 16: real collectives (gloo over loopback, two processes) — the blocks are split, a stop asked by
     one rank stops both after their unit, a resume finishes, rank 0 merges, and the records equal one process's."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                                               # as the ranks: the same sums
     try:
         ref = evaluate(_model(), SyntheticScenes(7, size=32), "grad-cam", "average-drop,deletion,pointing-game",
                        out=tmp_path / "ref", config=EvalConfig(batch_size=2, step=128), progress=False, plots=False)
     finally:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1)
+        torch.set_num_threads(threads)
+    assert len(ref.records) == 7
     out = tmp_path / "run"
     # one launch of two processes: a run that rank 1 asks to stop after its first unit, then the same run again
     assert _gloo_pair(out, stop_after=1) == ["INTERRUPTED / RECORDS 7"] * 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -245,7 +246,8 @@ def test_plan_and_estimate_are_said_before_the_work(tmp_path):
     assert said[0].startswith("plan: 5 images in 3 blocks of 2 × 2 method runs = 6 units, 0 already done, 6 to "
                               "compute")
     # grad-cam: 1 forward + 1 for AD + deletion's 2·(⌈HW/step⌉+1)/2 = 17 at 32², step 64: counted by a forward hook
-    assert "measured on the first block" in said[1] and "estimated time left" in said[1]
+    assert "measured on the first block" in said[1] and re.search(r"left: 4 units, ≈ [\d,]+ forwards, ≈ \d+ s$",
+                                                                  said[1]), said[1]
     fwd = {part.split()[0]: float(part.split()[1]) for part in said[1].split(": ", 1)[1].split("; ")[:2]}
     assert fwd["grad-cam"] == pytest.approx(1 + 1 + 17, abs=1)
     assert fwd["rise"] == pytest.approx(20 + 1 + 17, abs=1)                # n_masks=20 masked forwards

@@ -165,7 +165,10 @@ class _StopOnSignal:
 
 
 def _say(line: str) -> None:
-    click.echo(f"cnnlens: {line}", err=True)
+    """One line on stderr, above the progress bar if one is drawn (never glued to its end)."""
+    from tqdm import tqdm
+    tqdm.write(f"cnnlens: {line}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _silent(line: str) -> None:

@@ -170,7 +170,8 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
                             preprocessing=preprocessing)
     if announce is None and progress and dist.is_main:
         def announce(line: str) -> None:
-            print(f"cnnlens: {line}", file=sys.stderr, flush=True)
+            from tqdm import tqdm
+            tqdm.write(f"cnnlens: {line}", file=sys.stderr)              # above the progress bar
     store = ResultsStore(out) if out is not None else None
     lock = None
     try:
@@ -258,10 +259,10 @@ def _run(model, dataset, runs: list[MethodRun], specs: list[MetricSpec], cfg: Ev
                         if current is None or current[0].index != bi:
                             block = next(blocks_iter)
                             x = to_device(block, device, dtype)
-                            t0 = time.perf_counter()
                             logits = forward_logits(model, x, cfg.perturbation_batch)
-                            if forward_s is None:
-                                logits.sum().item()                      # one sync, for the calibration time
+                            if forward_s is None and announce is not None:     # calibration: a second, warm call
+                                t0 = time.perf_counter()
+                                forward_logits(model, x, cfg.perturbation_batch).sum().item()
                                 forward_s = (time.perf_counter() - t0) / max(1, x.shape[0])
                             current = (block, block_pairs(block.samples, x, logits, cfg))
                         block, pairs = current
@@ -342,11 +343,13 @@ class _Nothing:
 
 def _estimate(measured: dict[str, tuple[float, int, int]], todo: list, step: int, runs: list[MethodRun],
               forward_s: float | None) -> str:
-    """The per-map costs measured on each run's first unit and the time left for this process's units."""
+    """The per-map costs measured on each run's first unit (forwards of the model itself, counted by a hook — an LRP
+    pass through a canonised copy is not among them — and seconds) and what is left for this process's units."""
     left = {}
     for _, r in todo[step + 1:]:
         left[r.key] = left.get(r.key, 0) + 1
     seconds = sum(measured[k][0] * n for k, n in left.items())
+    forwards = sum(measured[k][1] * n for k, n in left.items())
     parts = []
     for r in runs:
         if r.key in measured:
@@ -355,5 +358,5 @@ def _estimate(measured: dict[str, tuple[float, int, int]], todo: list, step: int
                          f"({sec / maps:.3g} s/map)")
     if forward_s:
         parts.append(f"one plain forward {forward_s * 1e3:.3g} ms per image")
-    return (f"measured on the first block: {'; '.join(parts)}; estimated time left ≈ {_duration(seconds)} for "
-            f"{sum(left.values())} units")
+    return (f"measured on the first block: {'; '.join(parts)}; left: {sum(left.values())} units, ≈ {forwards:,} "
+            f"forwards, ≈ {_duration(seconds)}")
