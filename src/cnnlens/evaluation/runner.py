@@ -179,9 +179,10 @@ def evaluate(model: nn.Module, dataset, methods: Sequence[str | MethodRun] | str
         own: Path | None = None
         if store is not None:
             lock, own, done = _open_store(store, identity, dist, overwrite, metric_names)
-        return _run(model, dataset, runs, specs, cfg, store, own, done, dist, identity, describe,
-                    mean=mean, std=std, device=device, dtype=dtype, progress=progress, plots=plots,
-                    workers=workers, save_maps=save_maps, stop=stop, announce=announce)
+        return _run(model, dataset, runs=runs, specs=specs, cfg=cfg, store=store, own=own, done=done, dist=dist,
+                    identity=identity, describe=describe, mean=mean, std=std, device=device, dtype=dtype,
+                    progress=progress, plots=plots, workers=workers, save_maps=save_maps, stop=stop,
+                    announce=announce)
     finally:
         if lock is not None:
             lock.release()
@@ -219,9 +220,10 @@ def _open_store(store: ResultsStore, identity: dict, dist, overwrite: bool, requ
     return lock, own, done
 
 
-def _run(model, dataset, runs: list[MethodRun], specs: list[MetricSpec], cfg: EvalConfig, store, own, done, dist,
-         identity: dict, describe, *, mean, std, device, dtype, progress: bool, plots: bool, workers: int,
-         save_maps: int, stop, announce) -> Results:
+def _run(model, dataset, *, runs: list[MethodRun], specs: list[MetricSpec], cfg: EvalConfig,
+         store: ResultsStore | None, own: Path | None, done: set[str], dist, identity: dict, describe, mean, std,
+         device, dtype, progress: bool, plots: bool, workers: int, save_maps: int, stop, announce) -> Results:
+    """The loop over this process's units, then (rank 0) the completeness check, the merge and the tables."""
     required = [s.name for s in specs]
     b = cfg.batch_size
     n_blocks = math.ceil(len(dataset) / b)

@@ -209,7 +209,7 @@ def score_unit(model: nn.Module, run: MethodRun, block: Block, pairs: Pairs, *, 
     n = pairs.x.shape[0]
     t_explain = (time.perf_counter() - t0) / (n * len(outs))
     saved = [u for u in range(n) if first + pairs.sample[u] < save_maps] if maps_out is not None else []
-    block_recs = []
+    recs = []
     for layer, e in outs:
         heat = e.heatmap.detach().to(pairs.x.device)
         values, curves, const, na = _metric_values(model, pairs, heat, bool(e.signed), samples, specs, cfg,
@@ -257,8 +257,8 @@ def score_unit(model: nn.Module, run: MethodRun, block: Block, pairs: Pairs, *, 
                 save_png_gray(maps_out / rel, resize(maps_host[saved.index(u)][None],
                                                        display_size(s.size))[0])
                 rec["map"] = rel
-            block_recs.append(rec)
+            recs.append(rec)
     uid = unit_id(block.index, run.key)
-    for rec in block_recs:
-        rec["unit"], rec["unit_size"] = uid, len(block_recs)
-    return block_recs
+    for rec in recs:
+        rec["unit"], rec["unit_size"] = uid, len(recs)
+    return recs
