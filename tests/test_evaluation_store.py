@@ -227,8 +227,17 @@ def test_report_after_an_interruption_is_built_from_the_finished_units_and_label
     row = next(r for r in page["rows"] if r["method"] == "grad-cam")
     assert row["bbox"]["mean"] == pytest.approx(mean)
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "<title>cnnlens evaluation · tiny-vgg (partial)</title>" in html or "(partial)</title>" in html
+    assert "<title>cnnlens evaluation · VGG (partial)</title>" in html
     assert '"partial":{"units_done":2,"units_total":6}' in html
+    from _browser import chromium, console_errors, file_url, find_browser, wait_ready
+    if find_browser() is not None:                                         # what a reader sees
+        with chromium(1200, 900) as driver:
+            driver.get(file_url(out / "report.html"))
+            wait_ready(driver)
+            banner = driver.find_element("id", "partial").text
+            assert banner.startswith("Partial results: 2 of 6 units") and "Run the same command again" in banner
+            assert not driver.find_elements("css selector", "#summary-table td.best")   # no winner on a subset
+            assert console_errors(driver) == []
     # finished: the summary is complete and the page is no longer partial
     done = _run(out, methods="grad-cam,grad-cam++", metrics="average-drop,bbox", data=data)
     summary = json.loads((out / "summary.json").read_text())

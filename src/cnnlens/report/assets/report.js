@@ -204,7 +204,8 @@
       var parts = key.split("|"), layer = parts[0], k = parts.slice(1).join("|");
       tied[key] = D.rows.every(function (r) { var c = r[k]; return String(r.layer) !== layer || !c || c.mean === null || c.mean === undefined || c.mean === best[key]; });
     });
-    var multi = D.rows.length > 1 && uniq(D.rows.map(function (r) { return r.method; })).length > 1;
+    // partial results: the methods' rows cover different images, so no row is marked best
+    var multi = !D.partial && D.rows.length > 1 && uniq(D.rows.map(function (r) { return r.method; })).length > 1;
     var tb = el("tbody"), prevLayer = null;
     D.rows.slice().sort(function (a, b) { return D.layers.indexOf(String(a.layer)) - D.layers.indexOf(String(b.layer)) || D.methods.indexOf(a.method) - D.methods.indexOf(b.method); })
       .forEach(function (r) {
@@ -246,7 +247,7 @@
     var ps = el("section", { id: "plots" }, el("h2", { text: "Plots" }));
     var pg = el("div", { cls: "plots" });
     D.plots.forEach(function (p) { pg.appendChild(el("figure", null, el("img", { src: p.src, alt: p.title }), el("figcaption", { text: p.title }))); });
-    if (!D.plots.length) ps.appendChild(el("p", { cls: "muted", text: "No plots in this folder (run without --no-plots)." }));
+    if (!D.plots.length) ps.appendChild(el("p", { cls: "muted", text: D.partial ? "The plots are drawn when the run finishes." : "No plots in this folder (run without --no-plots)." }));
     ps.appendChild(pg);
     app.appendChild(ps);
 
