@@ -242,6 +242,7 @@ def test_report_after_an_interruption_is_built_from_the_finished_units_and_label
     done = _run(out, methods="grad-cam,grad-cam++", metrics="average-drop,bbox", data=data)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is True and summary["units"] == {"done": 6, "total": 6}
+    assert "Complete: 6 of 6 units" in (out / "summary.md").read_text()
     assert {r["n"] for r in done.summary} == {5}
     assert evaluation_page_data(out)["partial"] is None
 

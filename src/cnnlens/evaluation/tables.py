@@ -111,6 +111,12 @@ def write_tables(out: Path, rows: list[dict], specs: Sequence[MetricSpec], conve
     line = skipped_line(skipped)
     if line:
         md += [line, ""]
+    units = (extra or {}).get("units")
+    if units:
+        md += [f"Complete: {units['done']} of {units['total']} units (a block of images × one method run) finished."
+               if units["done"] == units["total"] else
+               f"**Partial**: {units['done']} of {units['total']} units finished; run the same command again to "
+               f"finish.", ""]
     md += ["Values: mean ± standard error over (image, class) pairs (pointing game: over classes); ↑ higher is "
            "better, ↓ lower is better; % except deletion/insertion AUC. s/map: explanation seconds per map. "
            "n/a (no boxes): the metric needs ground-truth boxes and the dataset has none.", "",
