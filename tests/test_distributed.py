@@ -381,7 +381,8 @@ def test_signal_stops_after_the_block_exits_with_its_code_and_resumes(tmp_path, 
     stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     lines = [x for x in err.strip().splitlines() if x.startswith("cnnlens:")]
-    assert len(lines) == 1 and "run the same command again to resume" in lines[0], err
+    assert len(lines) == 2 and "stopping after the current unit" in lines[0], err     # at once, then at the end
+    assert "run the same command again to resume" in lines[1], err
     assert "Traceback" not in err and stdout == ""
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert 0 < len(recs) < 8 and len(recs) % 2 == 0                        # whole blocks only
