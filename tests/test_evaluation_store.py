@@ -189,7 +189,7 @@ def test_cli_defaults_are_the_configs():
 def test_units_are_named_by_block_and_method_run(tmp_path):
     res = _run(tmp_path, methods="grad-cam", layers="features.1,features.4", data=SyntheticScenes(3, size=32))
     assert {r["unit"] for r in res.records} == {"0:grad-cam@features.1,features.4", "1:grad-cam@features.1,features.4"}
-    assert Path(tmp_path / ".lock").is_file()
+    assert not Path(tmp_path / ".lock").exists()                           # the lock is gone with its run
 
 
 class _StopAfterUnits:

@@ -207,7 +207,8 @@ class ResultsStore:
 class FolderLock:
     """An exclusive ``flock`` on ``out/.lock`` for the lifetime of a run: a second run into the same folder (another
     terminal, or the workers of a killed torchrun still running) is refused in one line instead of mixing its writes
-    with this run's. Released when the process ends, however it ends."""
+    with this run's. Released when the process ends, however it ends; removed on a normal release (a lock taken on a
+    file that was removed meanwhile is retried on the new one, so two processes never both hold it)."""
 
     def __init__(self, out: Path):
         self.path = Path(out) / LOCK
@@ -219,23 +220,35 @@ class FolderLock:
         except ImportError:  # pragma: no cover - not on POSIX: no lock
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = ""
-            os.close(fd)
-            raise ResumeError(f"another cnnlens evaluate{f' (pid {holder})' if holder else ''} is writing to "
-                              f"{self.path.parent}; wait for it to end or stop it, then run the command again") \
-                from None
+                try:
+                    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                except OSError:
+                    holder = ""
+                os.close(fd)
+                raise ResumeError(f"another cnnlens evaluate{f' (pid {holder})' if holder else ''} is writing to "
+                                  f"{self.path.parent}; wait for it to end or stop it, then run the command again") \
+                    from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)                          # the holder removed the file as we locked it: lock the new one
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         self.fd = fd
 
     def release(self) -> None:
         if self.fd is not None:
+            try:
+                self.path.unlink()                # while still locked: a waiter retries on a fresh file
+            except OSError:
+                pass
             os.close(self.fd)
             self.fd = None
