@@ -12,7 +12,7 @@ from . import main
 from ..errors import CnnlensError, InputError
 
 #: The default comparison (as cnnlens.evaluation.config.DEFAULT_METHODS / DEFAULT_METRICS, which import torch;
-#: tests/test_evaluate.py checks they agree).
+#: tests/test_evaluation_store.py checks they agree).
 DEFAULT_METHODS = ("relevance-cam", "grad-cam", "grad-cam++", "score-cam")
 DEFAULT_METRICS = ("average-drop", "increase", "average-drop-rcam", "average-increase-rcam", "energy-pointing-game")
 
@@ -128,9 +128,9 @@ class StopNow(BaseException):
 
 
 class _StopOnSignal:
-    """SIGINT / SIGTERM set a flag that the runner reads between units, and say so at once; the same signal again, 2 s
-    or more later under torchrun (which forwards the terminal's Ctrl-C to workers that already got it), at once
-    otherwise, stops at once (:class:`StopNow`; the unit in flight is recomputed on resume)."""
+    """SIGINT / SIGTERM set a flag that the runner reads between units, and say so at once; the same signal again
+    stops at once (:class:`StopNow`; the unit in flight is recomputed on resume). Under torchrun a repeat within 2 s
+    is ignored: torchrun forwards the terminal's Ctrl-C to workers that already got it."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
