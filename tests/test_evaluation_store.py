@@ -2,7 +2,9 @@
 naming it (``--overwrite`` recomputes), one rule decides which record counts, two writers never share a folder."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import re
 import shutil
@@ -19,6 +21,11 @@ FAST = EvalConfig(batch_size=2, step=64)
 
 
 def _model(seed=0, mean=None):
+    return copy.deepcopy(_built(seed, mean))
+
+
+@functools.lru_cache(maxsize=None)
+def _built(seed, mean):                   # torchvision's VGG builds (and drops) a 4096-wide classifier: build once
     torch.manual_seed(seed)
     m = vgg_like(4, widths=(4, 8))
     m.cnnlens_meta = SyntheticMeta("tiny-vgg", tuple(SHAPES[:4]), input_size=(3, 32, 32))
@@ -58,7 +65,7 @@ def test_a_changed_method_option_is_refused_naming_it_and_overwrite_recomputes(t
         {"n_masks": 40}
 
 
-@pytest.mark.parametrize("change, named", [
+CHANGES = [
     (dict(model=lambda: _model(seed=1)), "model weights (parameter digest)"),
     (dict(model=lambda: _model(mean=(0.4, 0.5, 0.5))), "preprocessing"),
     (dict(model_name="other-net"), "model tiny-vgg → other-net"),
@@ -69,15 +76,20 @@ def test_a_changed_method_option_is_refused_naming_it_and_overwrite_recomputes(t
     (dict(methods="grad-cam", layers="features.1"), "methods grad-cam@default → grad-cam@features.1"),
     (dict(methods="grad-cam", metrics="increase"), "metrics average-drop → increase"),
     (dict(methods="grad-cam,grad-cam++"), "methods grad-cam@default → grad-cam@default, grad-cam++@default"),
-])
-def test_every_setting_that_changes_a_number_is_in_the_identity(tmp_path, change, named):
+]
+
+
+def test_every_setting_that_changes_a_number_is_in_the_identity(tmp_path):
     base = dict(methods="grad-cam", model_name="tiny-vgg")
     _run(tmp_path, **base)
-    kw = dict(base)
-    kw.update({k: (v() if callable(v) else v) for k, v in change.items()})
-    with pytest.raises(ResumeError, match="holds results of different settings") as info:
-        _run(tmp_path, **kw)
-    assert named in str(info.value), str(info.value)
+    before = (tmp_path / "results.jsonl").read_bytes()
+    for change, named in CHANGES:
+        kw = dict(base)
+        kw.update({k: (v() if callable(v) else v) for k, v in change.items()})
+        with pytest.raises(ResumeError, match="holds results of different settings") as info:
+            _run(tmp_path, **kw)
+        assert named in str(info.value), str(info.value)
+    assert (tmp_path / "results.jsonl").read_bytes() == before
     _run(tmp_path, **base)                                                 # the same settings resume
 
 
