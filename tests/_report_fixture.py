@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: Images per block (the records of one block × one method are one unit, written together).
+UNIT_IMAGES = 4
+
 METRICS = {
     "average-drop": {"higher_is_better": False, "description": "Average Drop (fixture values)", "unit": "%"},
     "increase": {"higher_is_better": True, "description": "Increase in Confidence (fixture values)", "unit": "%"},
@@ -85,7 +88,8 @@ def make_evaluation_folder(out: str | Path, model: torch.nn.Module, x: torch.Ten
                 t = int(tgt[i])
                 rec = {"sample": sample_ids[i], "target": t, "target_name": names[t] if names else str(t),
                        "method": method, "layer": layer, "metrics": {}, "curves": {}, "flags": {"constant_map": False},
-                       "seconds": float(rng.uniform(0.001, 0.05)), "block": f"0:{method}", "block_size": n}
+                       "seconds": float(rng.uniform(0.001, 0.05)),
+                       "unit": f"{i // UNIT_IMAGES}:{method}@{','.join(layers)}"}
                 ad = float(rng.uniform(0, 100))
                 rec["metrics"] = {"average-drop": ad, "increase": float(rng.integers(0, 2) * 100),
                                   "deletion": float(rng.uniform(0.05, 0.5)), "insertion": float(rng.uniform(0.4, 1)),
@@ -103,11 +107,19 @@ def make_evaluation_folder(out: str | Path, model: torch.nn.Module, x: torch.Ten
                     rec["image"] = f"images/{sample_ids[i]}.jpg"
                     rec["map"] = rel
                 records.append(rec)
+    # units as the runner writes them: every record of a unit in one file, with the unit's size; units spread over
+    # results.jsonl and the rank shards, as a resumed torchrun run leaves them
+    units: dict[str, list[dict]] = {}
+    for rec in records:
+        units.setdefault(rec["unit"], []).append(rec)
+    for recs in units.values():
+        for rec in recs:
+            rec["unit_size"] = len(recs)
     for s_i in range(shards):
-        name = "results.jsonl" if s_i == 0 else f"results.rank{s_i}.jsonl"        # as a resumed torchrun run
+        name = "results.jsonl" if s_i == 0 else f"results.rank{s_i}.jsonl"
         with (out / name).open("w", encoding="utf-8") as fh:
-            for rec in records[s_i::shards]:
-                fh.write(json.dumps(rec) + "\n")
+            for recs in list(units.values())[s_i::shards]:
+                fh.write("".join(json.dumps(rec) + "\n" for rec in recs))
     rows = []
     for method in methods:
         for layer in layers:

@@ -107,7 +107,8 @@ def test_resume_refuses_other_settings(tmp_path):
     model = _model()
     data = SyntheticScenes(2, size=32)
     evaluate(model, data, "grad-cam", "bbox", out=tmp_path, config=FAST, progress=False, plots=False)
-    with pytest.raises(ResumeError, match="different settings.*config"):
+    with pytest.raises(ResumeError, match=r"different settings \(step 64 → 32\); use another --out folder, or "
+                                          r"--overwrite to replace them"):
         evaluate(model, data, "grad-cam", "bbox", out=tmp_path, config=EvalConfig(batch_size=3, step=32),
                  progress=False, plots=False)
 

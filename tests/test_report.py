@@ -88,19 +88,27 @@ def test_colour_filters_are_the_colour_maps():
     assert np.array_equal(colourise(np.array([[0, 128, 255]], np.uint8), True)[0], _lut("seismic")[[0, 128, 255]])
 
 
-def test_records_from_every_shard_last_record_wins_torn_line_skipped(eval_dir, tmp_path):
+def test_records_from_every_shard_each_unit_once_torn_line_skipped(eval_dir, tmp_path):
+    """The store's rule (cnnlens.evaluation.store): whole units from results.jsonl and the runner's
+    results.rank{r}.jsonl shards; a unit in two files counts once (the first file's); a torn line and a unit cut short
+    do not count."""
     import shutil
     d = tmp_path / "e"
     shutil.copytree(eval_dir, d)
-    first = json.loads((d / "results.jsonl").read_text().splitlines()[0])
-    newer = dict(first, metrics=dict(first["metrics"], iou=12.5))
-    with (d / "results.shard9.jsonl").open("w") as fh:
-        fh.write(json.dumps(newer) + "\n" + '{"sample": "img-0')  # a torn last line
+    assert sorted(p.name for p in d.glob("results*.jsonl")) == ["results.jsonl", "results.rank1.jsonl"]
+    lines = (d / "results.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    unit = [json.loads(x) for x in lines if json.loads(x)["unit"] == first["unit"]]
+    copy = [dict(r, metrics=dict(r["metrics"], iou=12.5)) for r in unit]
+    with (d / "results.rank9.jsonl").open("w") as fh:                      # a resume recomputed the unit
+        fh.write("".join(json.dumps(r) + "\n" for r in copy) + '{"sample": "img-0')  # and was killed mid-line
+    with (d / "results.rank10.jsonl").open("w") as fh:                     # a unit cut short: 1 of its records
+        fh.write(json.dumps(dict(copy[0], unit="99:grad-cam@x")) + "\n")
     recs = read_records(d)
     assert len(recs) == 24
     hit = [r for r in recs if (r["sample"], r["method"], r["layer"]) == (first["sample"], first["method"],
                                                                         first["layer"])]
-    assert len(hit) == 1 and hit[0]["metrics"]["iou"] == 12.5
+    assert len(hit) == 1 and hit[0]["metrics"]["iou"] == first["metrics"]["iou"] != 12.5
 
 
 def test_report_cli_rebuilds_self_contained_page(eval_dir):

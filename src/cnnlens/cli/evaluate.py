@@ -12,6 +12,11 @@ from . import main
 from ._common import WEIGHTS_HELP
 from ..errors import CnnlensError, InputError
 
+#: The default comparison (as cnnlens.evaluation.config.DEFAULT_METHODS / DEFAULT_METRICS, which import torch;
+#: tests/test_evaluation_store.py checks they agree).
+DEFAULT_METHODS = ("relevance-cam", "grad-cam", "grad-cam++", "score-cam")
+DEFAULT_METRICS = ("average-drop", "increase", "average-drop-rcam", "average-increase-rcam", "energy-pointing-game")
+
 
 def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
     """``METHOD:KEY=VALUE`` → {method: {key: value}} (values parsed as Python literals when possible)."""
@@ -48,13 +53,15 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
               "(0: decode in the main process).")
 @click.option("--save-maps", type=int, default=50, show_default=True, help="Save the input and the maps of the first "
               "N images (out/images, out/maps) for the report; 0: none.")
-@click.option("--methods", default="all", show_default=True, help="Comma-separated method names, or 'all' "
-              "(every registered method).")
-@click.option("--metrics", default="all", show_default=True, help="Comma-separated metric names, or 'all'.")
+@click.option("--methods", default=None, help="Comma-separated method names, or 'all' (every registered method). "
+              f"Default: the seeds' comparison, {','.join(DEFAULT_METHODS)}.")
+@click.option("--metrics", default=None, help="Comma-separated metric names, or 'all' (adds deletion/insertion: "
+              f"≈ 450 forwards per map at 224²). Default: {','.join(DEFAULT_METRICS)}.")
 @click.option("--layer", "layers", default=None, help="Layers for single-layer methods (CAMs): comma-separated, "
               "or 'blocks'. Default: each method's default layer.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results folder (re-run to "
-              "resume).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results folder (re-run the "
+              "same command to resume; a folder holding results of other settings is refused).")
+@click.option("--overwrite", is_flag=True, help="Replace the results in --out (of any settings) instead of resuming.")
 @click.option("--n-images", type=int, default=None, help="Number of images (synthetic: 200, collage: 30, "
               "folder: all).")
 @click.option("--label-file", type=click.Path(dir_okay=False), default=None,
@@ -85,10 +92,7 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(model_name, weights, data, data_format, split, image_column, label_column, class_map, workers,
-             save_maps, methods, metrics, layers, out, n_images, label_file, clip_boxes, target, batch_size, step,
-             mask_space, score, signed_mode, deletion_substrate, insertion_substrate, tolerance, iou_rule,
-             iou_threshold, iou_kind, options, skip_missing, seed, device, no_plots, quiet):
+def evaluate(**options):
     """Evaluate explanation methods on a dataset; print and write the tables.
 
     \b
@@ -100,16 +104,14 @@ def evaluate(model_name, weights, data, data_format, split, image_column, label_
       cnnlens evaluate --model efficientnet_lite0 --format hf --data beans/ --split test --out eval/hf
       torchrun --nproc-per-node 2 -m cnnlens evaluate --model synthetic-vgg --data synthetic --out eval/ddp
 
-    SIGINT / SIGTERM stop after the current block (exit 130 / 143); the same command resumes.
+    Ctrl-C (SIGINT) or SIGTERM stops after the current unit (a block of images × one method; exit 130 / 143), a
+    second one stops at once; every finished unit is kept and the same command resumes.
     """
     # torchrun's rank from its environment (as evaluation.distributed.env_rank, which imports torch)
     main_rank = int(os.environ.get("RANK", 0)) == 0 if "WORLD_SIZE" in os.environ and "RANK" in os.environ else True
-    hf = {"split": split, "image_column": image_column, "label_column": label_column}
     try:
-        _evaluate(hf, model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
-                  out, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
-                  deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
-                  skip_missing, seed, device, no_plots, quiet, main_rank)
+        hf = {k: options.pop(k) for k in ("split", "image_column", "label_column")}
+        _evaluate(main_rank=main_rank, hf=hf, **options)
     except CnnlensError as exc:
         dist_module = sys.modules.get("cnnlens.evaluation.distributed")     # not imported: an error before torch
         peer = dist_module is not None and isinstance(exc, dist_module.PeerFailed)
@@ -122,16 +124,27 @@ def evaluate(model_name, weights, data, data_format, split, image_column, label_
             sys.modules["cnnlens.evaluation.distributed"].shutdown()
 
 
+class StopNow(BaseException):
+    """A second SIGINT / SIGTERM: stop at once (a BaseException, like KeyboardInterrupt, so that no ``except
+    Exception`` of the loop holds it up). The unit in flight is dropped; finished units are on disk."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _StopOnSignal:
-    """SIGINT / SIGTERM set a flag that the runner reads between blocks; the same signal again, 2 s or more later,
-    stops at once (the unfinished block is recomputed on resume). Repeats within 2 s are ignored (torchrun forwards
-    the terminal's Ctrl-C to the workers that already got it)."""
+    """SIGINT / SIGTERM set a flag that the runner reads between units, and say so at once; the same signal again
+    stops at once (:class:`StopNow`; the unit in flight is recomputed on resume). Under torchrun a repeat within 2 s
+    is ignored: torchrun forwards the terminal's Ctrl-C to workers that already got it."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, say: bool = True):
         self.signum: int | None = None
         self.at = 0.0
+        self.say = say
+        self.debounce = 2.0 if "WORLD_SIZE" in os.environ else 0.0       # torchrun forwards repeats
         self.previous = {}
 
     def is_set(self) -> bool:
@@ -140,9 +153,12 @@ class _StopOnSignal:
     def __call__(self, signum, frame) -> None:
         if self.signum is None:
             self.signum, self.at = signum, time.monotonic()
-        elif time.monotonic() - self.at >= 2.0:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            if self.say:
+                again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                _say(f"{signal.Signals(signum).name}: stopping after the current unit (every finished unit is "
+                     f"kept); {again} again to stop now")
+        elif time.monotonic() - self.at >= self.debounce:
+            raise StopNow(signum)
 
     def __enter__(self):
         for s in self.SIGNALS:
@@ -152,6 +168,17 @@ class _StopOnSignal:
     def __exit__(self, *exc):
         for s, h in self.previous.items():
             signal.signal(s, h)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, above the progress bar if one is drawn (never glued to its end)."""
+    from tqdm import tqdm
+    tqdm.write(f"cnnlens: {line}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _open_model_once(dist, model_name, weights, device, progress):
@@ -186,7 +213,7 @@ def _open_model_ranked(dist, model_name, weights, device, progress):
     return opened if opened is not None else open_model(model_name, weights, device=device, progress=False)
 
 
-def _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
+def _check_before_torch(*, model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
                         skip_missing, weights=None) -> None:
     """The checks that need no model, done before torch is imported: names, paths, counts (one line, exit 2)."""
     from pathlib import Path
@@ -214,8 +241,8 @@ def _check_before_torch(model_name, data, data_format, class_map, label_file, me
     check_metric_names(metrics)
 
 
-def _evaluate(hf, model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
-              n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
+def _evaluate(*, hf, model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
+              out, overwrite, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
               deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
               skip_missing, seed, device, no_plots, quiet, main_rank):
     if workers < 0:
@@ -227,8 +254,11 @@ def _evaluate(hf, model_name, weights, data, data_format, class_map, workers, sa
     formats = ("folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc", "hf")
     if data_format is not None and data_format not in formats:
         raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
-    _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
-                        skip_missing, weights)
+    methods = methods or ",".join(DEFAULT_METHODS)
+    metrics = metrics or ",".join(DEFAULT_METRICS)
+    _check_before_torch(model_name=model_name, data=data, data_format=data_format, class_map=class_map,
+                        label_file=label_file, methods=methods, metrics=metrics, n_images=n_images, step=step,
+                        skip_missing=skip_missing, weights=weights)
     given = [f"--{k.replace('_', '-')}" for k, v in hf.items() if v is not None]
     if given and data_format not in (None, "hf"):
         raise InputError(f"{', '.join(given)} applies to --format hf (Hugging Face datasets) only")
@@ -261,17 +291,24 @@ def _evaluate(hf, model_name, weights, data, data_format, class_map, workers, sa
                      insertion_substrate=insertion_substrate, tolerance=tolerance, iou_rule=iou_rule,
                      iou_threshold=iou_threshold, iou_kind=iou_kind, seed=seed)
     try:
-        with _StopOnSignal() as stop:
+        with _StopOnSignal(say=main_rank) as stop:
             res = run_evaluation(model, dataset, methods, metrics, layers=layers, out=out, config=cfg,
                                  method_options=method_options, progress=not quiet, plots=not no_plots,
-                                 model_name=name, workers=workers, save_maps=save_maps, stop=stop)
+                                 model_name=name, workers=workers, save_maps=save_maps, stop=stop,
+                                 overwrite=overwrite, announce=_say if dist.is_main and not quiet else _silent)
     except Interrupted as exc:
         signum = exc.signum or signal.SIGINT
         if dist.is_main:
-            click.echo(f"cnnlens: interrupted by {signal.Signals(signum).name} after the current block; results so "
-                       f"far are in {out}; run the same command again to resume", err=True)
+            click.echo(f"cnnlens: interrupted by {signal.Signals(signum).name} after the current unit; every finished "
+                       f"unit is in {out}; run the same command again to resume", err=True)
         sys.stdout.flush()
         sys.exit(128 + signum)
+    except StopNow as exc:
+        if dist.is_main:
+            click.echo(f"cnnlens: stopped at once by a second {signal.Signals(exc.signum).name}; the unit in flight "
+                       f"is dropped, every finished unit is in {out}; run the same command again to resume", err=True)
+        sys.stdout.flush()
+        sys.exit(128 + exc.signum)
     if not dist.is_main:
         return
     click.echo(f"Conventions: {cfg.conventions()}")

@@ -9,6 +9,7 @@ peer that has stopped.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -96,6 +97,24 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", 0)) if launched_by_torchrun() else 0
 
 
+def die_with_launcher() -> None:
+    """Linux: end this worker when its torchrun agent ends (``PR_SET_PDEATHSIG``). torchrun starts each worker in a
+    session of its own, so a kill of torchrun's process group (a scheduler, ``kill -- -PGID``) would otherwise leave
+    the workers running on, writing into a results folder that a resume is already using."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)          # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):                         # pragma: no cover - no prctl: nothing to do
+        return
+    if os.getppid() != parent or parent == 1:                 # the agent died before the call: stop now
+        os._exit(1)
+
+
 def init_from_env(device: str = "cpu", timeout_s: float = 3600.0) -> tuple[Dist, str]:
     """Join torchrun's process group when launched by it (``WORLD_SIZE`` > 1); returns (Dist, this rank's device).
 
@@ -104,6 +123,7 @@ def init_from_env(device: str = "cpu", timeout_s: float = 3600.0) -> tuple[Dist,
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
         return Dist(), device
     import torch.distributed as dist
+    die_with_launcher()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     cuda = device.startswith("cuda")
     if cuda:

@@ -15,15 +15,9 @@ import torch
 
 from ..layer_order import layer_sort_key
 from ..metrics import MetricSpec, auc, summarize
+from .store import atomic_write_text
 
 NA_NO_BOXES = "no boxes"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def summarize_records(records: list[dict], specs: Sequence[MetricSpec],
@@ -138,6 +132,12 @@ def write_tables(out: Path, rows: list[dict], specs: Sequence[MetricSpec], conve
     line = skipped_line(skipped, unreadable)
     if line:
         md += [line, ""]
+    units = (extra or {}).get("units")
+    if units:
+        md += [f"Complete: {units['done']} of {units['total']} units (a block of images × one method run) finished."
+               if units["done"] == units["total"] else
+               f"**Partial**: {units['done']} of {units['total']} units finished; run the same command again to "
+               f"finish.", ""]
     md += ["Values: mean ± standard error over (image, class) pairs (pointing game: over classes); ↑ higher is "
            "better, ↓ lower is better; % except deletion/insertion AUC. s/map: explanation seconds per map. "
            "n/a (no boxes): the metric needs ground-truth boxes and the dataset has none.", "",

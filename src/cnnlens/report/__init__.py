@@ -27,8 +27,8 @@ __all__ = ["ExplanationReport", "Report", "view", "write_report", "report_kind",
 def report_kind(folder: str | Path) -> str | None:
     """``"evaluation"``, ``"explanations"`` or None for a folder without results."""
     folder = Path(folder)
-    if (folder / "summary.json").is_file():
-        return "evaluation"
+    if (folder / "summary.json").is_file() or (folder / "run.json").is_file():
+        return "evaluation"                      # run.json alone: an interrupted evaluation (a partial page)
     if (folder / DATA_DIR / MANIFEST).is_file():
         return "explanations"
     return None

@@ -1,9 +1,10 @@
 """The evaluation report, built only from the files of an evaluation results folder.
 
-Reads ``summary.json`` (identity, conventions, metric declarations, aggregated rows), every ``results*.jsonl`` shard
-(one record per (sample, target, method, layer); the last record of a key wins), the plots ``bar_<metric>.png`` and
-``curves_<kind>.png``, and, where a record names them, its input image (``"image"``) and 8-bit grayscale map
-(``"map"``).
+Reads ``summary.json`` (identity, conventions, metric declarations, aggregated rows), the records counted by the
+results store (:mod:`cnnlens.evaluation.store`: ``results.jsonl`` and torchrun's ``results.rank{r}.jsonl`` shards,
+whole units only, a unit once), the plots ``bar_<metric>.png`` and ``curves_<kind>.png``, and, where a record names
+them, its input image (``"image"``) and 8-bit grayscale map (``"map"``). A folder whose run was interrupted
+(``run.json`` and results, no ``summary.json``) gives a page of the finished units, labelled partial.
 """
 from __future__ import annotations
 
@@ -61,28 +62,40 @@ def _na_notes(rec: dict[str, Any]) -> dict[str, str]:
 
 
 def read_records(folder: str | Path) -> list[dict[str, Any]]:
-    """Records of every ``results*.jsonl`` shard (``results.jsonl`` first, then torchrun's ``results.rank{r}.jsonl``),
-    the last one per (sample, target, method, layer)."""
-    folder = Path(folder)
-    records: dict[tuple, dict[str, Any]] = {}
-    # the runner's order: results.jsonl, then the rank shards by number (results.rank2 before results.rank10)
-    for shard in sorted(folder.glob("results*.jsonl"), key=lambda p: (p.name != "results.jsonl", _natural_key(p.name))):
-        with shard.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    # a run killed mid-write leaves a torn last line: skip it, as the resume logic does
-                    continue
-                if not isinstance(rec, dict) or "method" not in rec or "sample" not in rec:
-                    continue
-                key = (str(rec["sample"]), json.dumps(rec.get("target")), rec["method"], layer_label(rec.get("layer")))
-                records.pop(key, None)
-                records[key] = rec
-    return list(records.values())
+    """The records the results store counts (every finished unit of every results file, once)."""
+    from ..evaluation.store import ResultsStore
+    return ResultsStore(folder).records()
+
+
+def _partial_summary(folder: Path) -> dict[str, Any]:
+    """What summary.json would hold, from ``run.json`` and the finished units of an interrupted run, with
+    ``"partial": {"units_done", "units_total"}``."""
+    from ..evaluation.store import ResultsStore
+    store = ResultsStore(folder)
+    identity = store.identity()
+    if not isinstance(identity, dict) or not isinstance(identity.get("metrics"), list):
+        raise InputError(f"{folder / 'run.json'} is not a cnnlens evaluation run (no summary.json either)")
+    from ..evaluation.config import EvalConfig
+    from ..evaluation.tables import summarize_records
+    from ..metrics import resolve_metrics
+    specs = resolve_metrics(identity["metrics"])
+    records = store.records([s.name for s in specs])
+    cfg = identity.get("config") or {}
+    try:
+        conventions = EvalConfig(**cfg).conventions()
+    except TypeError:
+        conventions = None
+    ds = identity.get("dataset") if isinstance(identity.get("dataset"), dict) else {}
+    total = None
+    if isinstance(ds.get("n"), int) and isinstance(cfg.get("batch_size"), int):
+        total = math.ceil(ds["n"] / cfg["batch_size"]) * len(identity.get("methods") or {})
+    done = len({r.get("unit") for r in records})
+    meta = {s.name: {"higher_is_better": s.higher_is_better, "description": s.description, "unit": s.unit,
+                     "needs_boxes": s.needs_boxes} for s in specs}
+    rows = summarize_records(records, specs)
+    from ..evaluation.tables import nan_to_none
+    return nan_to_none({"identity": identity, "conventions": conventions, "metrics": meta, "rows": rows,
+                        "skipped": ds.get("skipped") or 0, "partial": {"units_done": done, "units_total": total}})
 
 
 def _signed_methods(methods: list[str]) -> dict[str, bool]:
@@ -116,7 +129,9 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     try:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{folder} has no summary.json (not an evaluation results folder)") from None
+        if not (folder / "run.json").is_file():
+            raise InputError(f"{folder} has no summary.json (not an evaluation results folder)") from None
+        summary = _partial_summary(folder)                   # an interrupted run: its finished units
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {folder / 'summary.json'}: {exc}") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
@@ -163,6 +178,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     identity = summary.get("identity") or {}
     model = identity.get("model") if isinstance(identity, dict) else None
     return {"kind": "evaluation", "title": "cnnlens evaluation", "model": model, "identity": identity,
+            "partial": summary.get("partial"),
             "conventions": summary.get("conventions"), "skipped": summary.get("skipped"),
             "unreadable": summary.get("unreadable") or {}, "metrics": metrics,
             "metric_order": metric_order, "rows": rows, "methods": methods, "layers": layers, "signed": signed,
@@ -173,5 +189,6 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
 def write_evaluation_report(folder: str | Path) -> Path:
     """(Re)build ``folder/report.html`` from an evaluation results folder; return its path."""
     data = evaluation_page_data(folder)
-    title = "cnnlens evaluation" + (f" · {data['model']}" if data.get("model") else "")
+    title = "cnnlens evaluation" + (f" · {data['model']}" if data.get("model") else "") + \
+        (" (partial)" if data.get("partial") else "")
     return write_page(Path(folder), data, title)

@@ -183,6 +183,7 @@
     var id = D.identity || {}, ds = id.dataset || {};
     app.appendChild(header("evaluation", ds.name ? el("span", { cls: "meta" }, "data ", el("b", { text: ds.name }), ds.n !== undefined ? " (" + ds.n + " images)" : "") : null));
     app.appendChild(el("nav", { cls: "tabs" }, el("a", { href: "#summary", text: "Summary" }), el("a", { href: "#plots", text: "Plots" }), el("a", { href: "#per-image", text: "Per image" })));
+    if (D.partial) app.appendChild(el("p", { cls: "card warn", id: "partial", text: "Partial results: " + D.partial.units_done + (D.partial.units_total ? " of " + D.partial.units_total : "") + " units (a block of images × one method) finished; the run was interrupted. Run the same command again to finish it." }));
 
     // summary table
     var sec = el("section", { id: "summary" }, el("h2", { text: "Summary (mean ± s.e.)" }));
@@ -203,7 +204,8 @@
       var parts = key.split("|"), layer = parts[0], k = parts.slice(1).join("|");
       tied[key] = D.rows.every(function (r) { var c = r[k]; return String(r.layer) !== layer || !c || c.mean === null || c.mean === undefined || c.mean === best[key]; });
     });
-    var multi = D.rows.length > 1 && uniq(D.rows.map(function (r) { return r.method; })).length > 1;
+    // partial results: the methods' rows cover different images, so no row is marked best
+    var multi = !D.partial && D.rows.length > 1 && uniq(D.rows.map(function (r) { return r.method; })).length > 1;
     var tb = el("tbody"), prevLayer = null;
     D.rows.slice().sort(function (a, b) { return D.layers.indexOf(String(a.layer)) - D.layers.indexOf(String(b.layer)) || D.methods.indexOf(a.method) - D.methods.indexOf(b.method); })
       .forEach(function (r) {
@@ -248,7 +250,7 @@
     var ps = el("section", { id: "plots" }, el("h2", { text: "Plots" }));
     var pg = el("div", { cls: "plots" });
     D.plots.forEach(function (p) { pg.appendChild(el("figure", null, el("img", { src: p.src, alt: p.title }), el("figcaption", { text: p.title }))); });
-    if (!D.plots.length) ps.appendChild(el("p", { cls: "muted", text: "No plots in this folder (run without --no-plots)." }));
+    if (!D.plots.length) ps.appendChild(el("p", { cls: "muted", text: D.partial ? "The plots are drawn when the run finishes." : "No plots in this folder (run without --no-plots)." }));
     ps.appendChild(pg);
     app.appendChild(ps);
 
