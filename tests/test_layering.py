@@ -11,7 +11,7 @@ PKG = SRC / "cnnlens"
 
 #: What the input side may use: the error types, the torch-free image reader, model state helpers and the model zoo
 #: (ImageNet class names, synthetic models).
-DATA_MAY_IMPORT = {"errors", "image_files", "_state", "models"}
+DATA_MAY_IMPORT = {"errors", "image_files", "_state", "_logits", "models"}   # _logits: a model output → logits (model side)
 
 
 def _node(module: str) -> str | None:

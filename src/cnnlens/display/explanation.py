@@ -12,12 +12,13 @@ import base64
 import html
 import io
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..api import Explanation
+# An ``Explanation`` (cnnlens.api) is read by duck typing here: display imports nothing of api, so the api's lazy
+# ``_repr_html_`` → display import makes no package cycle (tests/test_layering.py).
+Explanation = Any
 
 #: Overlay opacity of the colourised map over the input.
 DEFAULT_ALPHA = 0.5
@@ -35,8 +36,8 @@ _FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-s
 # ---------------------------------------------------------------------------------------------------- pixels
 
 def _lut(signed: bool) -> np.ndarray:
-    from ..report._images import CMAP_SIGNED, CMAP_UNSIGNED, _lut
-    return _lut(CMAP_SIGNED if signed else CMAP_UNSIGNED)
+    from ..viz.colormaps import CMAP_SIGNED, CMAP_UNSIGNED, lut
+    return lut(CMAP_SIGNED if signed else CMAP_UNSIGNED)
 
 
 def _fit_size(h: int, w: int, max_side: int) -> tuple[int, int]:
@@ -264,7 +265,7 @@ def explanation_figure(result: Any, *, alpha: float = DEFAULT_ALPHA, max_images:
     ``_repr_png_`` and for saving (``fig.savefig("maps.png")``)."""
     import matplotlib
     from matplotlib.figure import Figure
-    from ..report._images import CMAP_SIGNED, CMAP_UNSIGNED
+    from ..viz.colormaps import CMAP_SIGNED, CMAP_UNSIGNED
     entries = _entries(result)
     n = min(len(e) for _, e in entries)
     shown = min(n, max_images)

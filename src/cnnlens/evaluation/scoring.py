@@ -206,7 +206,7 @@ def score_unit(model: nn.Module, run: MethodRun, block: Block, pairs: Pairs, *, 
     """The records of one unit: ``run``'s maps of the block's pairs, scored with ``specs``; the first ``save_maps``
     images of the dataset order get their input and maps saved under ``maps_out`` (the report's files)."""
     samples = block.samples
-    skips = [{"sample": s.id, SKIPPED: "unreadable", "reason": s.unreadable, "method": run.name, "metrics": {}}
+    skips = [{"sample": s.id, SKIPPED: "unreadable", "reason": s.unreadable}
              for s in samples if s.unreadable]
     if not pairs.sample:                                     # every image of the block is unreadable
         return _label_unit(skips, block.index, run)

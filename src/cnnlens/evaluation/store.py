@@ -92,7 +92,10 @@ def read_shard(path: Path, required_metrics: Iterable[str] = ()) -> ShardContent
             try:
                 rec = json.loads(line)
                 uid, size = _unit_of(rec)
-                rec["metrics"], rec["method"], rec["sample"]            # noqa: B018 — a record's fields
+                if SKIPPED in rec:                                       # an image skipped while decoding
+                    rec["sample"]                                        # noqa: B018 — its one field
+                else:
+                    rec["metrics"], rec["method"], rec["sample"]        # noqa: B018 — a record's fields
             except (ValueError, KeyError, TypeError):
                 dirty = True
                 continue

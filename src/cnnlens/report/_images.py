@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import base64
 import io
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 #: Colour maps, as in the PNG figures (viz.figures.overlay): diverging for signed maps (0.5 = zero relevance).
-CMAP_UNSIGNED = "jet"
-CMAP_SIGNED = "seismic"
+from ..viz.colormaps import CMAP_SIGNED, CMAP_UNSIGNED, lut
+
+_lut = lut                 # the look-up tables (cached in viz.colormaps)
 #: Longest side of a map or image in the report (display resolution).
 MAX_SIDE = 448
 
@@ -69,13 +69,6 @@ def load_map_file(path: Path) -> np.ndarray:
     from PIL import Image
     with Image.open(path) as im:
         return np.asarray(im.convert("L"))
-
-
-@lru_cache(maxsize=4)
-def _lut(name: str) -> np.ndarray:
-    import matplotlib
-    cmap = matplotlib.colormaps[name]
-    return (np.asarray(cmap(np.linspace(0.0, 1.0, 256)))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
 def colourise(gray: np.ndarray, signed: bool) -> np.ndarray:
