@@ -10,24 +10,13 @@ import click
 
 from . import main
 from ..errors import CnnlensError, InputError
+from ._common import composite_option, layers_option, methods_option, option_option
 
 
-def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
-    """``METHOD:KEY=VALUE`` → {method: {key: value}} (values parsed as Python literals when possible)."""
-    import ast
-
-    out: dict[str, dict] = {}
-    for item in items:
-        head, sep, value = item.partition("=")
-        method, colon, key = head.partition(":")
-        if not sep or not colon or not method or not key:
-            raise InputError(f"--option expects METHOD:KEY=VALUE, got {item!r}")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        out.setdefault(method.strip(), {})[key.strip()] = parsed
-    return out
+def _parse_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+    """``[METHOD:]KEY=VALUE`` → (shared, {method: options}): the syntax of every command (``_common.parse_options``)."""
+    from ._common import parse_options
+    return parse_options(items)
 
 
 @main.command()
@@ -44,11 +33,11 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
               "(0: decode in the main process).")
 @click.option("--save-maps", type=int, default=50, show_default=True, help="Save the input and the maps of the first "
               "N images (out/images, out/maps) for the report; 0: none.")
-@click.option("--methods", default="all", show_default=True, help="Comma-separated method names, or 'all' "
-              "(every registered method).")
+@methods_option("all", "Method names (repeat or comma-separate; NAME@COMPOSITE for an LRP-based method with a "
+                "composite), or 'all' (every registered method).")
 @click.option("--metrics", default="all", show_default=True, help="Comma-separated metric names, or 'all'.")
-@click.option("--layer", "layers", default=None, help="Layers for single-layer methods (CAMs): comma-separated, "
-              "or 'blocks'. Default: each method's default layer.")
+@layers_option("Layers for single-layer methods (CAMs): repeat or comma-separate, or 'blocks'. Default: each "
+               "method's default layer.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results folder (re-run to "
               "resume).")
 @click.option("--n-images", type=int, default=None, help="Number of images (synthetic: 200, collage: 30, "
@@ -73,8 +62,8 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
               show_default=True)
 @click.option("--iou-threshold", type=float, default=0.2, show_default=True)
 @click.option("--iou-kind", type=click.Choice(["pixel", "box"]), default="pixel", show_default=True)
-@click.option("--option", "options", multiple=True, metavar="METHOD:KEY=VALUE", help="A method option "
-              "(repeatable).")
+@composite_option()
+@option_option()
 @click.option("--skip-missing", is_flag=True, help="Drop listed methods that this installation does not have "
               "(with a warning) instead of failing.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -83,7 +72,7 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
              n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
-             deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
+             deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, composite, options,
              skip_missing, seed, device, no_plots, quiet):
     """Evaluate explanation methods on a dataset; print and write the tables.
 
@@ -99,6 +88,11 @@ def evaluate(model_name, weights, data, data_format, class_map, workers, save_ma
     """
     # torchrun's rank from its environment (as evaluation.distributed.env_rank, which imports torch)
     main_rank = int(os.environ.get("RANK", 0)) == 0 if "WORLD_SIZE" in os.environ and "RANK" in os.environ else True
+    from ._common import split_list
+    methods = ",".join(split_list(methods))          # --method/--methods, repeated or comma-separated
+    layers = ",".join(split_list(layers)) or None
+    if composite is not None:                        # --composite C = --option composite=C (every method that has one)
+        options = (*options, f"composite={composite}")
     try:
         _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
                   out, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
@@ -210,7 +204,7 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
         raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
     _check_before_torch(model_name, data, data_format, class_map, label_file, methods, metrics, n_images, step,
                         skip_missing)
-    method_options = _parse_options(options)
+    shared, per = _parse_options(options)
     from ._common import check_device
     check_device(device)
     from ..evaluation import EvalConfig, Interrupted, evaluate as run_evaluation, open_dataset
@@ -219,13 +213,17 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
         from ..methods import all_methods
         wanted = [m.strip() for m in methods.split(",") if m.strip()]
         have = all_methods()
-        missing = [m for m in wanted if m not in have]
+        missing = [m for m in wanted if m.partition("@")[0] not in have]
         if missing and main_rank:
             click.echo(f"cnnlens: warning: skipping methods not available here: {', '.join(missing)}", err=True)
-        methods = ",".join(m for m in wanted if m in have)
+        methods = ",".join(m for m in wanted if m.partition("@")[0] in have)
         if not methods:
             from ..errors import MethodError
             raise MethodError(f"none of the methods {', '.join(wanted)} is available here")
+    from ._common import method_options as options_of_methods
+    from ..methods import all_methods
+    wanted = list(all_methods()) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    method_options = options_of_methods(wanted, shared, per)
     dist, device = init_from_env(device)
     model, name = _open_model_once(dist, model_name, weights, device, progress=not quiet and main_rank)
     dataset = open_dataset(data, model, format=data_format, n_images=n_images, label_file=label_file,
