@@ -48,6 +48,9 @@ def _parse_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True,
               help="Explain each labelled class (boxes and labels needed) or the model's top-1 class.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--max-batch", type=int, default=None, help="Most inputs per forward of the perturbation metrics "
+              "(deletion/insertion; default 64) and methods (Score-CAM, SISE, RISE: their max_batch); halved "
+              "automatically on out-of-memory, and the size that fitted is kept for the rest of the run.")
 @click.option("--step", type=int, default=None, help="Deletion/insertion pixels per step (default H·W/224).")
 @click.option("--mask-space", type=click.Choice(["raw", "normalized"]), default="raw", show_default=True)
 @click.option("--score", type=click.Choice(["softmax", "sigmoid", "logit"]), default="softmax", show_default=True)
@@ -71,7 +74,7 @@ def _parse_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
-             n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
+             n_images, label_file, clip_boxes, target, batch_size, max_batch, step, mask_space, score, signed_mode,
              deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, composite, options,
              skip_missing, seed, device, no_plots, quiet):
     """Evaluate explanation methods on a dataset; print and write the tables.
@@ -97,7 +100,7 @@ def evaluate(model_name, weights, data, data_format, class_map, workers, save_ma
         _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
                   out, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
                   deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
-                  skip_missing, seed, device, no_plots, quiet, main_rank)
+                  skip_missing, seed, device, no_plots, quiet, main_rank, max_batch)
     except CnnlensError as exc:
         dist_module = sys.modules.get("cnnlens.evaluation.distributed")     # not imported: an error before torch
         peer = dist_module is not None and isinstance(exc, dist_module.PeerFailed)
@@ -192,13 +195,15 @@ def _check_before_torch(model_name, data, data_format, class_map, label_file, me
 def _evaluate(model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers, out,
               n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
               deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
-              skip_missing, seed, device, no_plots, quiet, main_rank):
+              skip_missing, seed, device, no_plots, quiet, main_rank, max_batch=None):
     if workers < 0:
         raise InputError(f"--workers must be 0 or more, got {workers}")
     if save_maps < 0:
         raise InputError(f"--save-maps must be 0 or more, got {save_maps}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_batch is not None and max_batch < 1:
+        raise InputError(f"--max-batch must be at least 1, got {max_batch}")
     formats = ("folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc")
     if data_format is not None and data_format not in formats:
         raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
@@ -224,6 +229,11 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
     from ..methods import all_methods
     wanted = list(all_methods()) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     method_options = options_of_methods(wanted, shared, per)
+    if max_batch is not None:                    # --max-batch: every method with a max_batch that sets none itself
+        from ..methods import get_method
+        for m, opts in method_options.items():
+            if "max_batch" in get_method(m).option_names():
+                opts.setdefault("max_batch", max_batch)
     dist, device = init_from_env(device)
     model, name = _open_model_once(dist, model_name, weights, device, progress=not quiet and main_rank)
     dataset = open_dataset(data, model, format=data_format, n_images=n_images, label_file=label_file,
@@ -231,7 +241,8 @@ def _evaluate(model_name, weights, data, data_format, class_map, workers, save_m
     cfg = EvalConfig(target=target, batch_size=batch_size, score=score, mask_space=mask_space,
                      signed_mode=signed_mode, step=step, deletion_substrate=deletion_substrate,
                      insertion_substrate=insertion_substrate, tolerance=tolerance, iou_rule=iou_rule,
-                     iou_threshold=iou_threshold, iou_kind=iou_kind, seed=seed)
+                     iou_threshold=iou_threshold, iou_kind=iou_kind, seed=seed,
+                     **({} if max_batch is None else {"perturbation_batch": max_batch}))
     try:
         with _StopOnSignal() as stop:
             res = run_evaluation(model, dataset, methods, metrics, layers=layers, out=out, config=cfg,
