@@ -61,3 +61,15 @@ def test_any_failed_step_fails_the_run(run_gpu, monkeypatch, tmp_path, quick):
 
 def test_a_budget_below_the_plan_is_refused(run_gpu, monkeypatch, tmp_path):
     assert _main(run_gpu, monkeypatch, tmp_path, {}, "--budget", "100") == 2
+
+
+def test_every_flag_of_a_step_is_one_its_script_defines(run_gpu):
+    """The flags a step passes (on the GPU and in --quick) are defined by its script or the shared timing helper."""
+    timing = (ROOT / "benchmarks" / "_timing.py").read_text()
+    for step in run_gpu.STEPS:
+        path = ROOT / "benchmarks" / step.script
+        if not path.is_file():
+            continue
+        source = path.read_text() + timing
+        for flag in [a for a in [*step.gpu_args, *(step.quick_args or []), "--device"] if a.startswith("--")]:
+            assert f'"{flag}"' in source, (step.script, flag)
