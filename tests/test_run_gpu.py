@@ -64,12 +64,16 @@ def test_a_budget_below_the_plan_is_refused(run_gpu, monkeypatch, tmp_path):
 
 
 def test_every_flag_of_a_step_is_one_its_script_defines(run_gpu):
-    """The flags a step passes (on the GPU and in --quick) are defined by its script or the shared timing helper."""
-    timing = (ROOT / "benchmarks" / "_timing.py").read_text()
+    """The flags a step passes (on the GPU and in --quick) are defined by its script or a benchmark module it
+    imports (e.g. bench_cams.add_timing_args)."""
+    import re
     for step in run_gpu.STEPS:
         path = ROOT / "benchmarks" / step.script
         if not path.is_file():
             continue
-        source = path.read_text() + timing
+        source = path.read_text()
+        for name in re.findall(r"^from (\w+) import", source, re.M):
+            if (ROOT / "benchmarks" / f"{name}.py").is_file():
+                source += (ROOT / "benchmarks" / f"{name}.py").read_text()
         for flag in [a for a in [*step.gpu_args, *(step.quick_args or []), "--device"] if a.startswith("--")]:
             assert f'"{flag}"' in source, (step.script, flag)
