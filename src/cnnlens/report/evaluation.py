@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..layer_order import natural_key as _natural_key
+from ._columns import RecordColumns
 from ._images import data_uri_file, data_uri_image_file, data_uri_map_file
 from .html import write_page
 
@@ -110,8 +111,12 @@ def _plots(folder: Path, metric_order: list[str], metrics: dict[str, Any]) -> li
     return plots
 
 
-def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
-    """The page's data: summary, plots and per-record metrics (+ images and colourised maps as data URIs)."""
+def evaluation_page_data(folder: str | Path, compact: bool = False) -> dict[str, Any]:
+    """The page's data: summary, plots and per-record metrics (+ images and colourised maps as data URIs).
+
+    compact=False: ``records``, one dict per record; compact=True (what the page embeds): ``table``, the records
+    in columns, with curves averaged per method and layer and kept per record only where the map was saved
+    (``_columns.RecordColumns``; ≈ 100 bytes per record)."""
     folder = Path(folder)
     try:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
@@ -135,6 +140,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     image_index: dict[str, int] = {}
     map_uris: list[str] = []
     records = []
+    table = RecordColumns(metric_order, methods, layers) if compact else None
     for rec in raw:
         m = rec.get("metrics") or {}
         img = rec.get("image")
@@ -150,7 +156,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
             map_i = len(map_uris)
             map_uris.append(data_uri_map_file(folder / mp))
         curves = rec.get("curves") or {}
-        records.append({
+        (table.add if table is not None else records.append)({
             "sample": str(rec["sample"]), "target": rec.get("target"),
             "target_name": rec.get("target_name") if rec.get("target_name") is not None else str(rec.get("target")),
             "method": rec["method"], "layer": layer_label(rec.get("layer")),
@@ -165,12 +171,13 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     return {"kind": "evaluation", "title": "cnnlens evaluation", "model": model, "identity": identity,
             "conventions": summary.get("conventions"), "skipped": summary.get("skipped"), "metrics": metrics,
             "metric_order": metric_order, "rows": rows, "methods": methods, "layers": layers, "signed": signed,
-            "plots": _plots(folder, metric_order, metrics), "records": records,
+            "plots": _plots(folder, metric_order, metrics),
+            **({"table": table.to_json()} if table is not None else {"records": records}),
             "images": list(image_uris.values()), "maps": map_uris}
 
 
 def write_evaluation_report(folder: str | Path) -> Path:
     """(Re)build ``folder/report.html`` from an evaluation results folder; return its path."""
-    data = evaluation_page_data(folder)
+    data = evaluation_page_data(folder, compact=True)
     title = "cnnlens evaluation" + (f" · {data['model']}" if data.get("model") else "")
     return write_page(Path(folder), data, title)
