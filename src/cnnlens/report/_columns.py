@@ -28,12 +28,21 @@ def _round(v: float | None) -> float | int | None:
     return int(r) if r.is_integer() and abs(r) < 2 ** 53 else r
 
 
+def _key(v: Any) -> Any:
+    """A hashable key equal for values that are equal as JSON (1 and 1.0 and True kept apart)."""
+    if v is None or isinstance(v, (str, int, float)):
+        return (type(v).__name__, v)
+    if not v and isinstance(v, (dict, list, tuple)):
+        return ("empty", type(v).__name__)
+    return ("json", json.dumps(v, sort_keys=True))
+
+
 def rle(values: Iterable[Any]) -> dict[str, list]:
     """[a, a, a, b] → {"rle": [a, 3, b, 1]} (values compared as JSON)."""
     out: list = []
     prev, key, count = None, None, 0
     for v in values:
-        k = json.dumps(v, sort_keys=True)
+        k = _key(v)
         if count and k == key:
             count += 1
             continue
@@ -60,12 +69,12 @@ class _Interned:
 
     def __init__(self, first: Any = None, with_first: bool = False):
         self.items: list = []
-        self.pos: dict[str, int] = {}
+        self.pos: dict[Any, int] = {}
         if with_first:
             self.index(first)
 
     def index(self, v: Any) -> int:
-        k = json.dumps(v, sort_keys=True)
+        k = _key(v)
         i = self.pos.get(k)
         if i is None:
             i = self.pos[k] = len(self.items)

@@ -7,6 +7,7 @@ Reads ``summary.json`` (identity, conventions, metric declarations, aggregated r
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -28,15 +29,25 @@ def _finite(v: Any) -> float | None:
     return float(v)
 
 
+@functools.lru_cache(maxsize=64)
+def _picks(length: int, n: int) -> tuple[int, ...]:
+    """The indices a curve of ``length`` points keeps (all when at most ``n``; else ``n`` evenly spaced, ends kept)."""
+    if length <= n:
+        return tuple(range(length))
+    return tuple(round(i * (length - 1) / (n - 1)) for i in range(n))
+
+
 def _downsample(curve: Any, n: int = CURVE_POINTS) -> list[float] | None:
+    """At most ``n`` points of a curve, rounded to 4 decimals; None unless every point is a finite number (checked
+    at C speed: a run over ImageNet val has about a million curves)."""
     if not isinstance(curve, list) or not curve:
         return None
-    vals = [_finite(v) for v in curve]
-    if any(v is None for v in vals):
+    try:
+        if not all(map(math.isfinite, curve)):
+            return None
+    except TypeError:                          # None, a string or another non-number
         return None
-    if len(vals) <= n:
-        return [round(v, 4) for v in vals]
-    return [round(vals[round(i * (len(vals) - 1) / (n - 1))], 4) for i in range(n)]
+    return [round(float(curve[i]), 4) for i in _picks(len(curve), n)]
 
 
 def layer_label(layer: Any) -> str:
