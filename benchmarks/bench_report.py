@@ -74,7 +74,8 @@ def at_scale(args) -> None:
         t2 = time.perf_counter()
         pages[n] = page
         print(f"{n} images × {args.methods} methods = {n * args.methods} records: results written in {t1 - t0:.0f} s "
-              f"({(folder / 'results.jsonl').stat().st_size / 1e6:.0f} MB), report.html {page.stat().st_size / 1e6:.1f} MB "
+              f"({(folder / 'results.jsonl').stat().st_size / 1e6:.0f} MB), report.html "
+              f"{page.stat().st_size / 1e6:.1f} MB "
               f"built in {t2 - t1:.1f} s")
     small, big = sorted(pages)
     per = (pages[big].stat().st_size - pages[small].stat().st_size) / ((big - small) * args.methods)

@@ -48,7 +48,7 @@ def cnnlens_commands(text: str) -> list[list[str]]:
                 continue
             if segment and segment[0] == "cnnlens":
                 out.append(segment[1:])
-            elif "cnnlens" in segment and segment.index("cnnlens") > 0 and segment[segment.index("cnnlens") - 1] == "-m":
+            elif "cnnlens" in segment and segment[max(0, segment.index("cnnlens") - 1)] == "-m":
                 out.append(segment[segment.index("cnnlens") + 1:])
             segment = []
     return out

@@ -14,7 +14,7 @@ from ._common import composite_option, layers_option, methods_option, option_opt
 
 
 def _parse_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
-    """``[METHOD:]KEY=VALUE`` → (shared, {method: options}): the syntax of every command (``_common.parse_options``)."""
+    """``[METHOD:]KEY=VALUE`` → (shared, {method: options}): every command's syntax (``_common.parse_options``)."""
     from ._common import parse_options
     return parse_options(items)
 
