@@ -211,7 +211,7 @@ def test_method_options_resolve_shared_per_method_and_composite():
     assert opts["score-cam"] == {"fast_forward": False, "batch_size": 4}
     assert opts["grad-cam"] == {}
     assert opts["lrp"] == {"composite": "epsilon-plus", "low": -0.5}
-    assert opts["lrp@epsilon"] == {"low": -0.5}             # NAME@COMPOSITE keeps its own composite
+    assert opts["lrp@epsilon"] == {"composite": "epsilon", "low": -0.5}     # NAME@COMPOSITE keeps its own
     from cnnlens.errors import MethodError
     with pytest.raises(MethodError, match="not among the listed methods"):
         method_options(["grad-cam"], {}, {"rise": {"n_masks": 3}})
@@ -267,7 +267,7 @@ def test_evaluate_option_values_reach_the_method_parsed(monkeypatch, tmp_path):
     assert isinstance(r.exception, Stop), r.output
     assert seen["methods"] == "score-cam,grad-cam,lrp@epsilon" and seen["layers"] == "layer2,layer3"
     assert seen["options"]["score-cam"] == {"fast_forward": False}
-    assert seen["options"]["lrp@epsilon"] == {"low": -1e-3} and seen["options"]["grad-cam"] == {}
+    assert seen["options"]["lrp@epsilon"] == {"composite": "epsilon", "low": -1e-3} and seen["options"]["grad-cam"] == {}
 
 
 @pytest.mark.parametrize("args, message", [

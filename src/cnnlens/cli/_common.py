@@ -104,8 +104,8 @@ def method_options(entries: list[str], shared: dict[str, Any], per: dict[str, di
                    composite: str | None = None) -> dict[str, dict[str, Any]]:
     """Options of each method entry (``NAME`` or ``NAME@COMPOSITE``): the shared ``KEY=VALUE`` options the method
     has, then ``NAME:KEY=VALUE``, then ``NAME@COMPOSITE:KEY=VALUE``; ``--composite`` for every entry that takes one
-    and names none. A shared key no listed method has, or a ``METHOD:`` that is not listed, is an error (imports the
-    method registry, so torch)."""
+    and names none (``NAME@COMPOSITE`` has ``composite=COMPOSITE``). A shared key no listed method has, or a
+    ``METHOD:`` that is not listed, is an error (imports the method registry, so torch)."""
     from ..errors import MethodError
     from ..methods import get_method
     shared = dict(shared)
@@ -123,8 +123,8 @@ def method_options(entries: list[str], shared: dict[str, Any], per: dict[str, di
     out = {}
     for e, spec in specs.items():
         opts = {k: v for k, v in shared.items() if k in spec.option_names()}
-        if "@" in e:
-            opts.pop("composite", None)
+        if "@" in e:                          # NAME@COMPOSITE: its own composite (recorded with its options)
+            opts["composite"] = e.partition("@")[2].strip()
         opts.update(per.get(base_name(e), {}))
         if e != base_name(e):
             opts.update(per.get(e, {}))
