@@ -5,7 +5,9 @@
   columns whose values come in runs (sample, target, layer, the indices of notes, flags, images and maps) are
   run-length encoded as ``{"rle": [value, count, value, count, ...]}``;
 * strings (sample ids, target names, notes, flags) are stored once, the columns hold their indices;
-* metric values are rounded to 7 significant digits (the page shows at most 4);
+* metric values are float32 columns, base64-encoded (``{"f32": "..."}``, NaN = no value): 5.3 characters per value
+  and no number parsing in the browser (float32 keeps 7 significant digits; the page shows at most 4); the method
+  column likewise as bytes (``{"u8": "..."}``);
 * deletion / insertion curves are averaged per method and layer (``curve_means``); a record's own curves are kept
   only where its map was saved (the records the detail view can show with their maps).
 
@@ -14,18 +16,41 @@ the page's script reads, written in Python for the tests).
 """
 from __future__ import annotations
 
+import base64
 import json
+import math
+import sys
+from array import array
 from typing import Any, Iterable
 
-#: significant digits of a metric value in the page
-DIGITS = 7
+
+def _b64(arr: array) -> str:
+    if sys.byteorder != "little":            # the browser's typed arrays are little-endian
+        arr = array(arr.typecode, arr)
+        arr.byteswap()
+    return base64.b64encode(arr.tobytes()).decode("ascii")
 
 
-def _round(v: float | None) -> float | int | None:
-    if v is None:
-        return None
-    r = float(f"{v:.{DIGITS}g}")
-    return int(r) if r.is_integer() and abs(r) < 2 ** 53 else r
+def f32_column(values: Iterable[float | None]) -> dict[str, str]:
+    """Numbers (None → NaN) as base64 of little-endian float32."""
+    return {"f32": _b64(array("f", [math.nan if v is None else v for v in values]))}
+
+
+def u8_column(values: Iterable[int]) -> dict[str, str]:
+    return {"u8": _b64(array("B", values))}
+
+
+def decode_column(column: Any) -> list:
+    """A column back as a list: run-length, float32 (NaN → None) or byte columns, or a plain list."""
+    if isinstance(column, dict) and "f32" in column:
+        arr = array("f")
+        arr.frombytes(base64.b64decode(column["f32"]))
+        if sys.byteorder != "little":
+            arr.byteswap()
+        return [None if math.isnan(v) else v for v in arr]
+    if isinstance(column, dict) and "u8" in column:
+        return list(base64.b64decode(column["u8"]))
+    return unrle(column)
 
 
 def _key(v: Any) -> Any:
@@ -110,7 +135,7 @@ class RecordColumns:
         c["image"].append(-1 if rec.get("image") is None else rec["image"])
         c["map"].append(-1 if rec.get("map") is None else rec["map"])
         for j, v in enumerate(rec.get("values") or [None] * len(self.metric_order)):
-            self.values[j].append(_round(v))
+            self.values[j].append(v)
         curves = rec.get("curves") or {}
         if curves and rec.get("map") is not None:
             self.curves[str(i)] = curves
@@ -139,25 +164,27 @@ class RecordColumns:
             "n": len(self), "samples": self.samples.items, "target_names": self.target_names.items,
             "note_sets": self.notes.items, "flag_sets": self.flags.items,
             "sample": rle(c["sample"]), "target": rle(c["target"]), "target_name": rle(c["target_name"]),
-            "method": c["method"] if len(self.methods) > 1 else rle(c["method"]),
+            "method": u8_column(c["method"]) if 1 < len(self.methods) < 256 else rle(c["method"]),
             "layer": rle(c["layer"]), "notes": rle(c["notes"]), "flags": rle(c["flags"]),
             "image": rle(c["image"]), "map": rle(c["map"]),
-            "values": self.values, "curves": self.curves, "curve_means": self.curve_means(),
+            "values": [f32_column(col) for col in self.values], "curves": self.curves,
+            "curve_means": self.curve_means(),
         }
 
 
 def records_from_columns(table: dict[str, Any], methods: list[str], layers: list[str]) -> list[dict[str, Any]]:
     """The per-record dicts back from :meth:`RecordColumns.to_json` (curves only where the page keeps them)."""
     n = table["n"]
-    cols = {k: unrle(table[k]) for k in ("sample", "target", "target_name", "method", "layer", "notes", "flags",
-                                         "image", "map")}
+    cols = {k: decode_column(table[k]) for k in ("sample", "target", "target_name", "method", "layer", "notes",
+                                                 "flags", "image", "map")}
+    values = [decode_column(col) for col in table["values"]]
     out = []
     for i in range(n):
         out.append({
             "sample": table["samples"][cols["sample"][i]], "target": cols["target"][i],
             "target_name": table["target_names"][cols["target_name"][i]],
             "method": methods[cols["method"][i]], "layer": layers[cols["layer"][i]],
-            "values": [col[i] for col in table["values"]],
+            "values": [col[i] for col in values],
             "notes": table["note_sets"][cols["notes"][i]], "flags": table["flag_sets"][cols["flags"][i]],
             "image": None if cols["image"][i] < 0 else cols["image"][i],
             "map": None if cols["map"][i] < 0 else cols["map"][i],

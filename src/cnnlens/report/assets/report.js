@@ -252,29 +252,34 @@
     // per-image table. The records come as columns (D.table: numbers, indices into string lists, run-length encoded
     // runs); a row object is built only when a row is drawn or opened. Up to LIMIT rows are drawn at once; a longer
     // list (ImageNet val × methods: 450,000 rows) draws only the rows in view (the rest are two spacers).
-    var T = D.table, N = T.n, V = T.values;
-    function unrle(c) {
+    var T = D.table, N = T.n;
+    function bytes(b64) { var s = atob(b64), u = new Uint8Array(s.length); for (var k = 0; k < s.length; k++) u[k] = s.charCodeAt(k); return u; }
+    function column(c) {        // run-length runs, float32 / byte columns (base64), or a plain list
+      if (c && c.f32 !== undefined) return new Float32Array(bytes(c.f32).buffer);
+      if (c && c.u8 !== undefined) return bytes(c.u8);
       if (!c || !c.rle) return c;
       var out = new Array(N), k = 0, runs = c.rle;
       for (var a = 0; a < runs.length; a += 2) for (var b = 0; b < runs[a + 1]; b++) out[k++] = runs[a];
       return out;
     }
     var C = {};
-    ["sample", "target", "target_name", "method", "layer", "notes", "flags", "image", "map"].forEach(function (k) { C[k] = unrle(T[k]); });
+    ["sample", "target", "target_name", "method", "layer", "notes", "flags", "image", "map"].forEach(function (k) { C[k] = column(T[k]); });
+    var V = T.values.map(column);
+    function value(col, i) { var v = col[i]; return v !== v ? null : v; }      // NaN: no value
     function rec(i) {
       return { i: i, sample: T.samples[C.sample[i]], target: C.target[i], target_name: T.target_names[C.target_name[i]],
-        method: D.methods[C.method[i]], layer: D.layers[C.layer[i]], values: V.map(function (col) { return col[i]; }),
+        method: D.methods[C.method[i]], layer: D.layers[C.layer[i]], values: V.map(function (col) { return value(col, i); }),
         notes: T.note_sets[C.notes[i]] || {}, flags: T.flag_sets[C.flags[i]] || [],
         image: C.image[i] < 0 ? null : C.image[i], map: C.map[i] < 0 ? null : C.map[i], curves: T.curves[i] || {} };
     }
-    // string columns sort by the rank of their value (computed once per distinct string)
+    // string columns sort by the rank of their value, computed once per distinct string on the first sort
+    var collator = new Intl.Collator(undefined, { numeric: true });
     function ranks(list) {
       var idx = list.map(function (_, i) { return i; });
-      idx.sort(function (a, b) { return String(list[a]).localeCompare(String(list[b]), undefined, { numeric: true }); });
-      var r = new Array(list.length); idx.forEach(function (v, k) { r[v] = k; }); return r;
+      idx.sort(function (a, b) { return collator.compare(String(list[a]), String(list[b])); });
+      var r = new Int32Array(list.length); idx.forEach(function (v, k) { r[v] = k; }); return r;
     }
-    var RANK = { sample: [ranks(T.samples), C.sample], target_name: [ranks(T.target_names), C.target_name],
-      method: [ranks(D.methods), C.method], layer: [ranks(D.layers), C.layer] };
+    var LISTS = { sample: T.samples, target_name: T.target_names, method: D.methods, layer: D.layers }, RANK = {};
     var pi = el("section", { id: "per-image" }, el("h2", { text: "Per image (" + N + " maps) — click a row to see that image's maps" }));
     var F = { method: "", layer: "", q: "" }, sortKey = null, sortDir = 1, selected = -1;
     var filters = el("div", { cls: "controls" },
@@ -353,12 +358,12 @@
         var col = V[sortKey];
         cmp = function (a, b) {
           var x = col[a], y = col[b];
-          if (x === null || x === undefined) return (y === null || y === undefined) ? a - b : 1;
-          if (y === null || y === undefined) return -1;
+          if (x !== x || x === null || x === undefined) return (y !== y || y === null || y === undefined) ? a - b : 1;
+          if (y !== y || y === null || y === undefined) return -1;
           return (x - y) * sortDir || a - b;
         };
       } else {
-        var rk = RANK[sortKey][0], ix = RANK[sortKey][1];
+        var rk = RANK[sortKey] || (RANK[sortKey] = ranks(LISTS[sortKey])), ix = C[sortKey];
         cmp = function (a, b) { return (rk[ix[a]] - rk[ix[b]]) * sortDir || a - b; };
       }
       all.sort(cmp);
@@ -402,13 +407,14 @@
       var parts = Object.keys(why).map(function (w) { return w + ": " + uniq(why[w]).join(", "); });
       return parts.length ? el("div", { cls: "small na-note", text: parts.join("; ") }) : null;
     }
-    var groups = null;       // (sample, target) → its records, built on the first click
+    var bySample = null;     // sample → its records, built on the first click
     function sameImage(i) {
-      if (!groups) {
-        groups = {};
-        for (var k = 0; k < N; k++) { var g = C.sample[k] + "\u0000" + JSON.stringify(C.target[k]); (groups[g] = groups[g] || []).push(k); }
+      if (!bySample) {
+        bySample = new Array(T.samples.length);
+        for (var k = 0; k < N; k++) { var s0 = C.sample[k]; (bySample[s0] || (bySample[s0] = [])).push(k); }
       }
-      return groups[C.sample[i] + "\u0000" + JSON.stringify(C.target[i])].map(rec);
+      var t = JSON.stringify(C.target[i]);
+      return bySample[C.sample[i]].filter(function (k) { return C.target[k] === C.target[i] || JSON.stringify(C.target[k]) === t; }).map(rec);
     }
     function showDetail(i) {
       var r0 = rec(i);
