@@ -115,7 +115,7 @@ def method_options(entries: list[str], shared: dict[str, Any], per: dict[str, di
     for m in per:
         if m not in listed:
             raise MethodError(f"--option {m}:...: {m!r} is not among the listed methods ({', '.join(entries)})")
-    specs = {e: get_method(base_name(e)) for e in entries}
+    specs = {e: get_method(e) for e in entries}          # NAME@COMPOSITE: NAME must take a composite
     for key in shared:
         if not any(key in spec.option_names() for spec in specs.values()):
             what = "--composite" if key == "composite" and composite is not None else f"--option {key!r}"
