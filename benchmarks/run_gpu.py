@@ -1,7 +1,11 @@
-"""One prepared GPU run: install what is missing (offline), print the machine (nvidia-smi, torch, CUDA), run the GPU
-tests (tests/test_gpu.py), then every benchmark with ``--device cuda``, each under its own timeout and all inside one
-time budget (default 480 s, sized for an H200), continuing past failures. Writes to ``--out`` (default ``$OUT``, the
-folder the device tool brings back; else ``cnnlens_gpu_out`` in the temp dir):
+"""One prepared GPU run: install what is missing (offline), print the machine (nvidia-smi, torch, CUDA), then the steps
+in the order of their value — the GPU tests (tests/test_gpu.py: every method family, the evaluate runner with
+pinned-memory loading, sanity and model randomisation against the CPU), the evaluate benchmark on CUDA, then the
+method benchmarks — each under its own timeout. The timeouts add up to the budget (default: their sum, at most 540 s
+= 9 of a lent GPU's 15 minutes, start-up included; checked before anything runs), so no step is starved by an
+earlier one; a step that fails or times out is recorded and the run continues, and the exit code is 1 if any step
+failed (``--quick`` too). Writes to ``--out`` (default ``$OUT``, the folder the device tool brings back; else
+``cnnlens_gpu_out`` in the temp dir):
 
   gpu_results.md    the machine, then a table (benchmark, settings, status, seconds, headline figures) ready to paste
                     into the README; rewritten after every step, so a run cut short still leaves its rows
@@ -13,7 +17,8 @@ Usage (the device tool runs ONE command in the repository root; carry the offlin
 
     bash benchmarks/gpu_run.sh                        # = python3 benchmarks/run_gpu.py --device cuda
     python benchmarks/run_gpu.py --dry-run            # here: the plan, each script's --help, no benchmark run
-    python benchmarks/run_gpu.py --device cpu --quick # here: tiny settings on the CPU, the whole script in < 3 min
+    python benchmarks/run_gpu.py --device cpu --quick # here: tiny settings on the CPU (checks the script itself)
+    python benchmarks/run_gpu.py --plan               # the steps, their timeouts and the budget they add up to
 
 Only the standard library is imported here: every step runs in a subprocess with ``src/`` (and the wheels' folder)
 on PYTHONPATH, so nothing needs ``pip install -e .``.
@@ -51,31 +56,57 @@ class Step:
     quick_args: list[str] | None        # None: no small setting exists (left out of --quick)
     timeout: int
     headline: str                       # regex: lines of the log shown in the summary table
+    optional: bool = False              # skipped (not failed) when the script is not in this tree
     rows: list[str] = field(default_factory=list)
 
 
+#: Seconds reserved for what runs before the steps: the offline install (check, wheels, re-check), the machine's
+#: description and tests/test_gpu.py. Sized for an H200 (the CPU-only parts dominate: imports, the first CUDA
+#: context); with the steps below they add up to at most MAX_BUDGET (test_run_gpu_plan_fits checks it).
+PHASES = {"install": 90, "env": 20, "tests": 110}
+INSTALL = {"check": 15, "wheels": 60, "pip": 60, "recheck": 15}
+MAX_BUDGET = 540
+
+#: In the order of their value: evaluation first (no GPU has run it yet), then the method benchmarks.
 STEPS = [
-    Step("bench_cams", "bench_cams.py", ["--repeats", "3"], ["--only", "gradcam", "--repeats", "1", "--threads", "2"],
-         90, r"^\[\S+\] (ratio|both)"),
-    Step("bench_gradient_cams", "bench_gradient_cams.py", ["--repeats", "3"], None, 75, r"^\[.*->"),
-    Step("bench_lrp_methods", "bench_lrp_methods.py", ["--repeats", "3", "--threads", "8"],
-         ["--models", "resnet18", "--repeats", "1"], 90, r"^\S.*batch 8|^  (lrp|deep-taylor|sglrp|clrp|zennit)"),
-    Step("bench_lrp", "bench_lrp.py", ["--repeat", "3", "--threads", "8"],
+    Step("bench_evaluate", "bench_evaluate.py", ["--costs", "--no-torchrun", "--images", "32", "--batch", "8"],
+         ["--images", "4", "--no-torchrun"], 70, r"images/s|ms/map|loader"),
+    Step("bench_lrp_families", "bench_lrp_families.py", [], [], 30, r"ratio|×|x ", optional=True),
+    Step("bench_cams", "bench_cams.py", ["--repeats", "2"], ["--only", "gradcam", "--repeats", "1", "--threads", "2"],
+         30, r"^\[\S+\] (ratio|both)"),
+    Step("bench_lrp_methods", "bench_lrp_methods.py", ["--repeats", "2", "--threads", "8"],
+         ["--models", "resnet18", "--repeats", "1"], 30, r"^\S.*batch 8|^  (lrp|deep-taylor|sglrp|clrp|zennit)"),
+    Step("bench_lrp", "bench_lrp.py", ["--repeat", "2", "--threads", "8"],
          ["--models", "resnet18", "--batch", "1", "--size", "64", "--repeat", "1", "--configs", "forward+backward",
-          "cnnlens"], 150, r"^\S+:$|^  (cnnlens|zennit)"),
-    Step("bench_sr_map", "bench_sr_map.py", ["--repeat", "3", "--lrp", "--no-loop"], ["--repeat", "1", "--no-loop"],
-         60, r"^  (full|working)|full map / matmul|^LRP step"),
-    Step("bench_sise", "bench_sise.py", [], ["--skip-time", "--batch", "16"], 90,
-         r"^  (SISE|RISE)|in-run|growth"),
-    Step("bench_metrics", "bench_metrics.py", ["--repeat", "3"], ["--step", "5000", "--repeat", "1", "--batch", "16"],
-         60, r"batched forward|deletion \+ insertion|ratio"),
-    Step("bench_memory", "bench_memory.py", [], ["--size", "32", "--batch", "8"], 60, r"growth"),
+          "cnnlens"], 35, r"^\S+:$|^  (cnnlens|zennit)"),
+    Step("bench_sise", "bench_sise.py", [], ["--skip-time", "--batch", "16"], 30, r"^  (SISE|RISE)|in-run|growth"),
+    Step("bench_metrics", "bench_metrics.py", ["--repeat", "2"], ["--step", "5000", "--repeat", "1", "--batch", "16"],
+         25, r"batched forward|deletion \+ insertion|ratio"),
+    Step("bench_memory", "bench_memory.py", [], ["--size", "32", "--batch", "8"], 20, r"growth"),
+    Step("bench_gradient_cams", "bench_gradient_cams.py", ["--repeats", "2"], None, 20, r"^\[.*->"),
+    Step("bench_sr_map", "bench_sr_map.py", ["--repeat", "2", "--lrp", "--no-loop"], ["--repeat", "1", "--no-loop"],
+         15, r"^  (full|working)|full map / matmul|^LRP step"),
     Step("layer_energy", "layer_energy.py", ["--models", "efficientnet_lite0"],
-         ["--models", "efficientnet_lite0", "--methods", "grad-cam"], 60, r"targets"),
-    Step("bench_evaluate", "bench_evaluate.py", ["--costs", "--costs-all", "--no-torchrun", "--images", "32"],
-         ["--images", "4", "--no-torchrun"], 120, r"images/s|ms/map|loader"),
-    Step("bench_cli", "bench_cli.py", ["--repeat", "3"], ["--repeat", "1"], 60, r"worst CLI ratio"),
+         ["--models", "efficientnet_lite0", "--methods", "grad-cam"], 15, r"targets"),
 ]
+QUICK_TESTS_TIMEOUT = 60
+
+
+def present(step: Step) -> bool:
+    return (ROOT / "benchmarks" / step.script).is_file()
+
+
+def planned(quick: bool = False, quick_timeout: float = 20, only: set[str] | None = None) -> list[tuple[str, float]]:
+    """(phase or step, timeout) of everything a run would do, in order."""
+    plan = [("install", PHASES["install"]), ("env", PHASES["env"]),
+            ("tests/test_gpu.py", QUICK_TESTS_TIMEOUT if quick else PHASES["tests"])]
+    for step in STEPS:
+        if (only and step.name not in only) or (step.optional and not present(step)):
+            continue
+        if quick and step.quick_args is None:
+            continue
+        plan.append((step.name, quick_timeout if quick else step.timeout))
+    return plan
 
 
 class Run:
@@ -134,18 +165,21 @@ class Run:
             print(f"[dry-run] would check imports {NEEDED}; wheels folder {WHEELS} "
                   f"{'present' if WHEELS.is_dir() else 'absent'}")
             return
-        status, _, missing = self.sh("install_check", probe, 60)
+        status, _, missing = self.sh("install_check", probe, INSTALL["check"])
         if status == "ok":
             return
         if WHEELS.is_dir() and list(WHEELS.glob("*.whl")):
             self.sh("install_wheels", [self.python(), "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                                        "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(SITE),
-                                       *map(str, sorted(WHEELS.glob("*.whl")))], 180)
+                                       *map(str, sorted(WHEELS.glob("*.whl")))], INSTALL["wheels"])
             self.env["PYTHONPATH"] = os.pathsep.join([str(SITE), self.env["PYTHONPATH"]])
         else:
             self.sh("install_pip", [self.python(), "-m", "pip", "install", "-q", "--retries", "0", "--timeout", "10",
-                                    "-e", ".[test,models]"], 240)
-        self.sh("install_recheck", probe, 60)
+                                    "-e", ".[test,models]"], INSTALL["pip"])
+        status, _, missing = self.sh("install_recheck", probe, INSTALL["recheck"])
+        if status != "ok":
+            self.rows.append(("install", "offline wheels" if WHEELS.is_dir() else "pip", status,
+                              "", f"still missing: {missing.strip()}"))
 
     def describe_machine(self) -> None:
         code = ("import platform, torch, torchvision; print('python', platform.python_version()); "
@@ -164,7 +198,7 @@ class Run:
         if self.args.dry_run:
             print(f"[dry-run] would run: {shlex.join(argv)}")
             return
-        status, _, output = self.sh("env", argv, 120)
+        status, _, output = self.sh("env", argv, PHASES["env"])
         keep = ("NVIDIA", "python ", "torch ", "cuda available", "device ", "name,")
         self.machine = [line.strip() for line in output.splitlines() if line.startswith(keep)][:8]
 
@@ -183,7 +217,7 @@ class Run:
             print(f"[dry-run] would run: {shlex.join(argv)}")
             self.rows.append(("tests/test_gpu.py", settings, "dry-run", "", ""))
             return
-        timeout = min(60 if self.args.quick else 240, max(self.left() - 10, 10))
+        timeout = min(QUICK_TESTS_TIMEOUT if self.args.quick else PHASES["tests"], max(self.left(), 10))
         status, seconds, output = self.sh("test_gpu", argv, timeout, env)
         summary = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", line)]
         failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR", "SKIPPED"))][:12]
@@ -196,8 +230,11 @@ class Run:
             if only and step.name not in only:
                 continue
             extra = step.quick_args if self.args.quick else step.gpu_args
+            if step.optional and not present(step):
+                self.rows.append((step.script, "", f"skipped: benchmarks/{step.script} is not in this tree", "", ""))
+                continue
             if extra is None:
-                self.rows.append((step.script, "", "not in --quick (no small setting)", "", ""))
+                self.rows.append((step.script, "", "skipped: not in --quick (no small setting)", "", ""))
                 continue
             argv = [self.python(), f"benchmarks/{step.script}", "--device", self.args.device, *extra]
             settings = " ".join(["--device", self.args.device, *extra])
@@ -207,9 +244,9 @@ class Run:
                 self.rows.append((step.script, settings, "dry-run: --help ok" if ok else f"dry-run: {status}",
                                   "", ""))
                 continue
-            left = self.left() - 5
-            if left < 15:
-                self.rows.append((step.script, settings, "not run (time budget spent)", "", ""))
+            left = self.left()
+            if left < 5:
+                self.rows.append((step.script, settings, "NOT RUN (time budget spent)", "", ""))
                 continue
             timeout = min(step.timeout if not self.args.quick else self.args.quick_timeout, left)
             status, seconds, output = self.sh(step.name, argv, timeout)
@@ -245,14 +282,28 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="print the plan and check each script's --help only")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(tempfile.gettempdir()) / "cnnlens_gpu_out"),
                     help="output folder (default: $OUT, else a folder in the temp dir)")
-    ap.add_argument("--budget", type=float, default=None, help="seconds for the whole run (default 480; quick 170)")
+    ap.add_argument("--budget", type=float, default=None, help="seconds for the whole run (default: the sum of the "
+                    f"planned timeouts, at most {MAX_BUDGET})")
+    ap.add_argument("--plan", action="store_true", help="print the steps with their timeouts and exit")
     ap.add_argument("--quick-timeout", type=float, default=20, help="per-benchmark timeout in --quick")
     ap.add_argument("--only", default="", help="comma-separated benchmark names (e.g. bench_cams,bench_lrp)")
     ap.add_argument("--skip-install", action="store_true")
     ap.add_argument("--skip-tests", action="store_true")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    plan = planned(args.quick, args.quick_timeout, only)
+    total = sum(t for _, t in plan)
+    if args.plan:
+        for name, t in plan:
+            print(f"{name:24} {t:5.0f} s")
+        print(f"{'total':24} {total:5.0f} s (budget {args.budget or total:.0f} s)")
+        return
     if args.budget is None:
-        args.budget = 170 if args.quick else 480
+        args.budget = total
+    if total > args.budget and not args.dry_run:
+        print(f"run_gpu: the planned timeouts add up to {total:.0f} s, over the budget of {args.budget:.0f} s: "
+              f"raise --budget or pick steps with --only", file=sys.stderr)
+        sys.exit(2)
     run = Run(args)
     print(f"cnnlens GPU run: device {args.device}, {'quick' if args.quick else 'full'} settings, budget "
           f"{args.budget:.0f} s, out {run.out}", flush=True)
@@ -267,8 +318,10 @@ def main() -> None:
     run.benchmarks()
     run.write_summary()
     print(f"\n{(run.out / 'gpu_results.md').read_text()}", flush=True)
-    failed = [r for r in run.rows if not r[2].startswith(("ok", "dry-run"))]
-    sys.exit(1 if failed and not args.quick else 0)
+    failed = [r for r in run.rows if not r[2].startswith(("ok", "dry-run", "skipped"))]
+    if failed:
+        print(f"run_gpu: {len(failed)} step(s) did not succeed: {', '.join(r[0] for r in failed)}", file=sys.stderr)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

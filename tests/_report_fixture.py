@@ -164,3 +164,65 @@ def tiny_setup(n: int = 4, size: int = 64, seed: int = 0):
     display = torch.rand(n, 3, size, size, generator=g)
     display = torch.nn.functional.avg_pool2d(display, 5, 1, 2)
     return model, (display - 0.5) / 0.25, display.permute(0, 2, 3, 1).numpy(), ["relu1", "relu2"]
+
+
+SYNTH_METRICS = {
+    "average-drop": (False, "%"), "increase": (True, "%"), "deletion": (False, ""), "insertion": (True, ""),
+    "pointing-game": (True, "%"), "energy-pointing-game": (True, "%"), "iou": (True, "%"), "bbox": (True, "%"),
+}
+
+
+def synthetic_folder(out: Path, n_images: int, n_methods: int, *, steps: int = 16, maps_for: int = 50,
+                     seed: int = 0) -> Path:
+    """An evaluation results folder at scale: ``n_images`` × ``n_methods`` records (one layer each) with seeded
+    values, curves of ``steps + 1`` points and, for the first ``maps_for`` images, an input image and a map per
+    method (what ``cnnlens evaluate --save-maps`` writes). Records streamed to results.jsonl."""
+    from cnnlens.report._images import save_image_file, save_map_file
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    methods = [f"method-{k}" for k in range(n_methods)]
+    layers = ["layer4"] * (n_methods - 2) + [None, None]             # two input-level methods, as RISE and LRP
+    names = [f"class {c} name" for c in range(1000)]
+    s = np.linspace(0, 1, steps + 1)
+    stats = {m: {k: [] for k in SYNTH_METRICS} for m in methods}
+    yy, xx = np.mgrid[0:56, 0:56]
+    with (out / "results.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(n_images):
+            sid = f"ILSVRC2012_val_{i + 1:08d}"
+            t = int(rng.integers(0, 1000))
+            if i < maps_for:
+                save_image_file(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8), out / "images" / f"{sid}.jpg",
+                                max_side=224)
+            vals = rng.uniform(0, 1, (n_methods, len(SYNTH_METRICS)))
+            ks = rng.uniform(3, 20, n_methods)
+            for k, m in enumerate(methods):
+                metrics = {name: round(float(v * (1 if unit == "" else 100)), 6)
+                           for (name, (_, unit)), v in zip(SYNTH_METRICS.items(), vals[k])}
+                rec = {"sample": sid, "target": t, "target_name": names[t], "method": m, "layer": layers[k],
+                       "metrics": metrics, "flags": {"constant_map": False}, "seconds": 0.01,
+                       "block": f"{i // 64}:{m}", "block_size": 64,
+                       "curves": {"deletion": (np.exp(-ks[k] * s) * 0.9 + 0.05).round(5).tolist(),
+                                  "insertion": (1 - np.exp(-ks[k] * s) * 0.9).round(5).tolist()}}
+                if i < maps_for:
+                    rel = f"maps/{sid}__{t}__{m}__{layers[k]}.png"
+                    cy, cx = rng.uniform(10, 46, 2)
+                    heat = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 200.0)
+                    save_map_file((heat * 255).astype(np.uint8), out / rel, max_side=224)
+                    rec["image"], rec["map"] = f"images/{sid}.jpg", rel
+                fh.write(json.dumps(rec) + "\n")
+                for name, v in metrics.items():
+                    stats[m][name].append(v)
+    rows = []
+    for k, m in enumerate(methods):
+        row = {"method": m, "layer": layers[k], "n": n_images, "seconds": 0.01}
+        for name in SYNTH_METRICS:
+            v = np.asarray(stats[m][name])
+            row[name] = {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))), "n": len(v)}
+        rows.append(row)
+    metrics_decl = {k: {"higher_is_better": hib, "description": f"{k} (synthetic values)", "unit": unit}
+                    for k, (hib, unit) in SYNTH_METRICS.items()}
+    summary = {"identity": {"model": "synthetic", "dataset": {"name": "synthetic ImageNet val", "n": n_images},
+                            "config": {"seed": seed}, "format": 1},
+               "conventions": "benchmark: synthetic records", "metrics": metrics_decl, "rows": rows}
+    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return out

@@ -59,6 +59,35 @@ def test_explain_with_target_name_and_layers(tmp_path):
     assert d["target"] == 967 and d["layer"] == ["blocks.4", "bn2"] and d["options"] == {"relu": False}
 
 
+def test_explain_several_methods_shared_options_and_composites(tmp_path):
+    """--method/--methods repeated and comma-separated, a shared option for the methods that have it, METHOD:KEY for
+    one, NAME@COMPOSITE and --composite for the rest (issue 21, item 10); comma and repeated --layer alike."""
+    out = tmp_path / "o"
+    res = run("explain", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,grad-cam++",
+              "--method", "layer-cam", "--layer", "blocks.4,bn2", "--option", "relu=false",
+              "--option", "layer-cam:gamma=2", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    recs = json.loads((out / "explanations.json").read_text())
+    assert [r["method"] for r in recs] == ["grad-cam", "grad-cam++", "layer-cam"]
+    assert all(r["layer"] == ["blocks.4", "bn2"] for r in recs)
+    assert [r["options"] for r in recs] == [{"relu": False}, {"relu": False}, {"relu": False, "gamma": 2}]
+    assert sorted(p.name for p in out.glob("*.png")) == ["chelsea_grad-cam++.png", "chelsea_grad-cam.png",
+                                                          "chelsea_layer-cam.png"]
+    out = tmp_path / "lrp"
+    res = run("explain", "chelsea", "--model", "efficientnet_lite0", "--methods", "lrp@epsilon-plus,sglrp",
+              "--composite", "dtd", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    recs = json.loads((out / "explanations.json").read_text())
+    assert [(r["method"], r["options"]) for r in recs] == [("lrp@epsilon-plus", {"composite": "epsilon-plus"}),
+                                                           ("sglrp", {"composite": "dtd"})]
+    import cnnlens
+    model = cnnlens.load_model("efficientnet_lite0")
+    x = cnnlens.load_image("chelsea", model)
+    a = cnnlens.explain(model, x, "lrp@epsilon-plus")
+    b = cnnlens.explain(model, x, "lrp", composite="epsilon-plus")
+    assert torch.equal(a.raw, b.raw)
+
+
 @pytest.mark.parametrize("args, pattern", [
     (["explain", "missing.png", "--model", "resnet18"], "not found"),
     (["explain", "chelsea", "--model", "resnet5O"], "unknown model"),

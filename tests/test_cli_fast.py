@@ -153,7 +153,7 @@ def test_scan_finds_commands_in_a_new_module(tmp_path, monkeypatch):
      "'efficientnet_lite0'"),
     (["evaluate", "--model", "synthetic-vg", "--data", "synthetic", "--out", "o"], "unknown synthetic model"),
     (_eval(model="ResNet50"), "unknown model 'ResNet50'"),
-    (_eval("--option", "grad-cam"), "--option expects METHOD:KEY=VALUE"),
+    (_eval("--option", "grad-cam"), "--option expects KEY=VALUE or METHOD:KEY=VALUE, got 'grad-cam'"),
     # sanity
     (["sanity", "missing.jpg", "--model", "efficientnet_lite0", "--out", "o"], "image file not found: missing.jpg"),
     (["sanity", "chelsea", "--model", "efficientnet-lite0", "--out", "o"], "unknown model 'efficientnet-lite0'"),
@@ -195,3 +195,108 @@ def test_missing_file_answers_fast_relative_to_torch():
         best = min(best, time.perf_counter() - t0)
         assert r.returncode == 2
     assert best <= 0.3 * t_torch, (best, t_torch)
+
+
+# ---------------------------------------------------------------- one option syntax, one set of flags (issue 21, 10)
+@pytest.mark.parametrize("text, value", [
+    ("false", False), ("False", False), ("TRUE", True), ("none", None), ("None", None), ("null", None),
+    ("3", 3), ("-2", -2), ("0.5", 0.5), ("1e-3", 1e-3), ("[1, 2]", [1, 2]), ("1,2.5", [1, 2.5]),
+    ("(0.1, 0.2)", [0.1, 0.2]), ("[]", []), ("epsilon-plus", "epsilon-plus"), ("'3'", "3"), ("[a, true]", ["a", True]),
+])
+def test_one_value_parser(text, value):
+    from cnnlens.cli._common import parse_value
+    got = parse_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_option_syntax_is_shared_and_dashes_are_underscores():
+    from cnnlens.cli._common import parse_options
+    shared, per = parse_options(("fast-forward=false", "score-cam:batch_size=16", "lrp@epsilon:eps=1e-6",
+                                 "rise:n-masks=400"))
+    assert shared == {"fast_forward": False}
+    assert per == {"score-cam": {"batch_size": 16}, "lrp@epsilon": {"eps": 1e-6}, "rise": {"n_masks": 400}}
+
+
+def test_method_options_resolve_shared_per_method_and_composite():
+    from cnnlens.cli._common import method_options, parse_options
+    shared, per = parse_options(("fast_forward=false", "score-cam:batch_size=4", "lrp:low=-0.5"))
+    opts = method_options(["score-cam", "grad-cam", "lrp", "lrp@epsilon"], shared, per, composite="epsilon-plus")
+    assert opts["score-cam"] == {"fast_forward": False, "batch_size": 4}
+    assert opts["grad-cam"] == {}
+    assert opts["lrp"] == {"composite": "epsilon-plus", "low": -0.5}
+    assert opts["lrp@epsilon"] == {"composite": "epsilon", "low": -0.5}     # NAME@COMPOSITE keeps its own
+    from cnnlens.errors import MethodError
+    with pytest.raises(MethodError, match="not among the listed methods"):
+        method_options(["grad-cam"], {}, {"rise": {"n_masks": 3}})
+    with pytest.raises(MethodError, match="none of the listed methods"):
+        method_options(["grad-cam"], {"n_masks": 3}, {})
+
+
+def _params(command: str) -> dict[str, set[str]]:
+    import click
+
+    from cnnlens.cli import main
+    cmd = main.get_command(click.Context(main), command)
+    return {p.name: set(p.opts) for p in cmd.params if isinstance(p, click.Option)}
+
+
+@pytest.mark.parametrize("command", ["explain", "sweep", "evaluate", "sanity"])
+def test_same_flags_for_the_same_things(command):
+    """--method/--methods, --layer/--layers (repeatable, comma-separated), --composite and --option everywhere."""
+    params = _params(command)
+    assert params["methods"] == {"--method", "--methods"}
+    assert params["layers"] == {"--layer", "--layers"}
+    assert "--composite" in params["composite"] and "--option" in params["options"]
+    import click
+
+    from cnnlens.cli import main
+    cmd = main.get_command(click.Context(main), command)
+    by_name = {p.name: p for p in cmd.params}
+    assert by_name["methods"].multiple and by_name["layers"].multiple and by_name["options"].multiple
+
+
+def test_evaluate_option_values_reach_the_method_parsed(monkeypatch, tmp_path):
+    """The issue's case: ``score-cam:fast_forward=false`` reached Score-CAM as the string 'false' in evaluate only."""
+    import cnnlens.evaluation as evaluation
+    from click.testing import CliRunner
+
+    from cnnlens.cli import main
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_evaluate(model, dataset, methods, metrics, **kw):
+        seen.update(methods=methods, options=kw["method_options"], layers=kw["layers"])
+        raise Stop
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    monkeypatch.setattr(evaluation, "open_model", lambda *a, **k: (None, "synthetic-resnet"))
+    monkeypatch.setattr(evaluation, "open_dataset", lambda *a, **k: None)
+    r = CliRunner().invoke(main, ["evaluate", "--model", "synthetic-resnet", "--data", "synthetic", "--method",
+                                  "score-cam", "--methods", "grad-cam,lrp@epsilon", "--layer", "layer2", "--layers",
+                                  "layer3", "--option", "score-cam:fast_forward=false", "--option", "low=-1e-3",
+                                  "--metrics", "average-drop", "--out", str(tmp_path / "o")])
+    assert isinstance(r.exception, Stop), r.output
+    assert seen["methods"] == "score-cam,grad-cam,lrp@epsilon" and seen["layers"] == "layer2,layer3"
+    assert seen["options"]["score-cam"] == {"fast_forward": False}
+    assert seen["options"]["lrp@epsilon"] == {"composite": "epsilon", "low": -1e-3} and seen["options"]["grad-cam"] == {}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "chelsea", "--model", "efficientnet_lite0", "--option", "novalue", "--out", "o"],
+     "--option expects KEY=VALUE"),
+    (["sanity", "chelsea", "--model", "efficientnet_lite0", "--option", ":k=1", "--out", "o"],
+     "--option expects KEY=VALUE"),
+    (["sanity", "chelsea", "--model", "efficientnet_lite0", "--layer", "a", "--layer", "b", "--out", "o"],
+     "sanity compares one layer per method"),
+    (["explain", "chelsea", "--model", "efficientnet_lite0", "--methods", "grad-cam,grad-cm", "--out", "o"],
+     "unknown method 'grad-cm'"),
+    (["sweep", "chelsea", "--model", "efficientnet_lite0", "--method", "lrpp@epsilon", "--out", "o"],
+     "unknown method 'lrpp'"),
+])
+def test_shared_option_errors_before_torch(tmp_path, args, message):
+    r = _cli_without_torch(*args, cwd=str(tmp_path))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []

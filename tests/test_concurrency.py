@@ -191,3 +191,57 @@ def test_threads_on_efficientnet_lite0(lite0):
     for m, h in out:
         assert torch.equal(h, serial[m])
     assert_untouched(lite0, before)
+
+
+# ------------------------------------------------------------- issue 21, item 14: sanity's copy and cache
+def test_sanity_copies_the_model_under_its_lock():
+    """While another thread's cnnlens call holds the model (its hooks attached), the randomisation copy waits: the
+    copy never carries that call's hooks."""
+    from cnnlens.sanity.randomize import model_copy
+    model = _tiny(11)
+    done = threading.Event()
+    copies = []
+
+    def copy_it():
+        copies.append(model_copy(model))
+        done.set()
+    with model_lock(model):
+        handle = model.layer1.register_forward_hook(lambda m, i, o: None)      # a call in progress
+        worker = threading.Thread(target=copy_it)
+        worker.start()
+        assert not done.wait(0.3), "the copy did not wait for the model's lock"
+        handle.remove()
+    worker.join(30)
+    assert done.is_set() and not copies[0].layer1._forward_hooks
+
+
+def test_randomised_copy_cache_under_threads():
+    """Threads asking for the randomised copies of two models at once each get the copy of their own model (the
+    cache is read and filled under a lock), equal to the one made alone."""
+    from cnnlens.sanity import metric
+    models = [_tiny(21), _tiny(22)]
+    metric.clear_cache()
+    alone = []
+    for m in models:
+        alone.append({k: v.clone() for k, v in metric.randomised_copy(m, seed=3).state_dict().items()})
+        metric.clear_cache()
+    real_copy = metric.model_copy
+
+    def slow_copy(model):
+        time.sleep(0.01)                        # widen the window between the cache check and its update
+        return real_copy(model)
+    metric.model_copy = slow_copy
+    try:
+        def ask(i):
+            m = models[i % 2]
+            got = metric.randomised_copy(m, seed=3)
+            return i % 2, {k: v.clone() for k, v in got.state_dict().items()}, got is not m
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(ask, range(24)))
+    finally:
+        metric.model_copy = real_copy
+        metric.clear_cache()
+    for which, state, is_copy in results:
+        assert is_copy
+        for k, v in alone[which].items():
+            assert torch.equal(state[k], v), (which, k)

@@ -168,3 +168,78 @@ def test_cli_explain_on_device(device, tmp_path):
     cpu, dev = outs["cpu"][0], outs[device.type][0]
     assert dev["target"] == cpu["target"] and dev["layer"] == cpu["layer"]
     assert abs(dev["score"] - cpu["score"]) <= 1e-4
+
+
+# -------------------------------------------------------------- evaluation, sanity (issue 21, item 15)
+def _tiny_vgg():
+    from torch import nn
+
+    from cnnlens.data.synthetic import SHAPES, SyntheticMeta
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    model.cnnlens_meta = SyntheticMeta("tiny-vgg", tuple(SHAPES[:4]), input_size=(3, 32, 32))
+    return model.eval()
+
+
+def test_evaluate_runner_on_device(device, tmp_path):
+    """The evaluate runner on the device, images decoded by 2 loader workers into pinned memory (on CUDA): the same
+    records as on the CPU (AD/IC, deletion/insertion, the box metrics, model randomisation), the maps' metrics within
+    float32 tolerance."""
+    from cnnlens.data.synthetic import SyntheticScenes
+    from cnnlens.evaluation import EvalConfig, evaluate
+    from cnnlens.evaluation.loader import iter_blocks
+    data = SyntheticScenes(6, size=32)
+    blocks = list(iter_blocks(data, 3, [0, 1], workers=2, device=device))
+    assert [b.index for b in blocks] == [0, 1]
+    if device.type == "cuda":
+        assert all(b.images.is_pinned() for b in blocks)
+    cfg = EvalConfig(batch_size=3, step=64, target="predicted")
+    metrics = "average-drop,increase,deletion,insertion,energy-pointing-game,bbox,model-randomisation"
+    runs = {}
+    for dev in ("cpu", device):
+        model = _tiny_vgg().to(dev)
+        res = evaluate(model, data, ["grad-cam", "rise"], metrics, out=tmp_path / str(dev), config=cfg,
+                       method_options={"rise": {"n_masks": 32}}, progress=False, plots=False, workers=2)
+        runs[str(dev)] = {(r["sample"], r["method"]): r for r in res.records}
+    cpu, dev = runs["cpu"], runs[str(device)]
+    assert cpu.keys() == dev.keys() and len(cpu) == 12
+    for key, ref in cpu.items():
+        assert dev[key]["target"] == ref["target"]
+        for name, value in ref["metrics"].items():
+            other = dev[key]["metrics"][name]
+            if value is None:
+                assert other is None, (key, name)
+            else:
+                assert other == pytest.approx(value, rel=1e-3, abs=1e-3), (key, name)
+
+
+def test_sanity_cascade_on_device(device):
+    """Cascading and independent randomisation on the device: the same blocks, the same targets and the same
+    similarities as on the CPU (the re-initialisation draws on the CPU, so the random weights are identical)."""
+    from cnnlens.sanity import run_sanity
+    model, x = _model_and_input()
+    blocks = ["conv1+bn1+layer1+layer2", "layer3+layer4", "fc"]
+    kw = dict(target=TARGET, layer="layer3", modes=("cascade", "independent"), blocks=blocks, seed=0)
+    ref = run_sanity(model, x, ["grad-cam", "lrp"], **kw)
+    out = run_sanity(model.to(device), x.to(device), ["grad-cam", "lrp"], **kw)
+    assert out.steps == ref.steps and out.targets.tolist() == ref.targets.tolist()
+    for label in ("grad-cam", "lrp"):
+        for mode in ("cascade", "independent"):
+            for metric in ("spearman", "spearman_abs"):
+                torch.testing.assert_close(out.scores[label][mode][metric].double().cpu(),
+                                           ref.scores[label][mode][metric].double().cpu(), rtol=0, atol=2e-3,
+                                           equal_nan=True)
+        assert out.verdicts()[label]["cascade"]["verdict"] == ref.verdicts()[label]["cascade"]["verdict"]
+
+
+def test_model_randomisation_metric_on_device(device):
+    from cnnlens.sanity import clear_cache, model_randomisation_score
+    model, x = _model_and_input()
+    target = torch.tensor(TARGET)
+    ref = model_randomisation_score(model, x, target, "grad-cam", layer="layer3")
+    clear_cache()
+    out = model_randomisation_score(model.to(device), x.to(device), target.to(device), "grad-cam", layer="layer3")
+    clear_cache()
+    assert out.device.type == device.type
+    torch.testing.assert_close(out.double().cpu(), ref.double().cpu(), rtol=0, atol=2e-3, equal_nan=True)

@@ -134,3 +134,111 @@ def test_is_out_of_memory():
     assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_out_of_memory(ValueError("out of memory"))
+
+
+# ------------------------------------------------------------------------- issue 21, item 14: OOM across a run
+@pytest.mark.parametrize("method, options, k", [
+    ("rise", {"n_masks": 48, "batch_size": 32}, 10),
+    pytest.param("sise", {"batch_size": 64}, 5, marks=pytest.mark.slow),
+    ("score-cam", {"layer": "layer2", "batch_size": 16}, 5),
+])
+def test_the_learned_chunk_carries_to_the_next_batch(tiny, x, caplog, method, options, k):
+    """A run calls a method batch after batch: after one out-of-memory error the next batch starts at the size that
+    fitted (no error again), also for another batch size (RISE counts masks × images)."""
+    flaky = OOMAbove(tiny, k)
+    wrapped = _wrapped(options)
+    first = cnnlens.explain(flaky, x, method, **wrapped)
+    assert first.extras["chunk_halvings"] >= 1
+    flaky.sizes.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cnnlens"):
+        second = cnnlens.explain(flaky, x, method, **wrapped)
+        third = cnnlens.explain(flaky, x[:1], method, **wrapped)
+    assert "out of memory" not in caplog.text
+    assert second.extras["chunk_halvings"] == 0 and third.extras["chunk_halvings"] == 0
+    assert max(flaky.sizes) <= k
+    _equal(first, second)
+    fresh = cnnlens.explain(OOMAbove(tiny, 10 ** 6), x, method, **wrapped)        # another model learned nothing
+    assert fresh.extras["chunk_halvings"] == 0 and fresh.extras["chunk"] > first.extras["chunk"]
+    from cnnlens._batching import forget_learned_chunks
+    forget_learned_chunks(flaky)
+    assert cnnlens.explain(flaky, x, method, **wrapped).extras["chunk_halvings"] >= 1
+
+
+def test_the_metrics_chunk_carries_to_the_next_batch(tiny, x):
+    maps = cnnlens.explain(tiny, x, "grad-cam", layer="layer2")
+    kw = dict(step=48, mean=(0.5,) * 3, std=(0.25,) * 3)
+    flaky = OOMAbove(tiny, 5)
+    deletion_insertion(flaky, x, maps.heatmap, maps.target, batch_size=64, **kw)
+    flaky.sizes.clear()
+    deletion_insertion(flaky, x, maps.heatmap, maps.target, batch_size=64, **kw)
+    assert flaky.sizes and max(flaky.sizes) <= 5
+
+
+@pytest.mark.parametrize("message", [
+    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+    "cusolver error: CUSOLVER_STATUS_ALLOC_FAILED, when calling `cusolverDnCreate(handle)`",
+])
+def test_cudnn_and_cublas_allocation_failures_are_out_of_memory(tiny, x, message):
+    assert is_out_of_memory(RuntimeError(message))
+    sizes = []
+
+    def step(i, j):
+        sizes.append(j - i)
+        if j - i > 2:
+            raise RuntimeError(message)
+    run = AdaptiveChunks(8, 8)
+    run.run(step)
+    assert run.chunk == 2 and sizes[:3] == [8, 4, 2]
+    assert not is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_BAD_PARAM"))
+    assert not is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED"))
+
+
+def test_evaluate_max_batch_flag_reaches_the_metrics_and_methods(monkeypatch, tmp_path):
+    import cnnlens.evaluation as evaluation
+    from click.testing import CliRunner
+
+    from cnnlens.cli import main
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_evaluate(model, dataset, methods, metrics, **kw):
+        seen.update(config=kw["config"], options=kw["method_options"])
+        raise Stop
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    monkeypatch.setattr(evaluation, "open_model", lambda *a, **k: (None, "synthetic-resnet"))
+    monkeypatch.setattr(evaluation, "open_dataset", lambda *a, **k: None)
+    args = ["evaluate", "--model", "synthetic-resnet", "--data", "synthetic", "--methods", "rise,grad-cam,score-cam",
+            "--metrics", "deletion", "--option", "score-cam:max_batch=3", "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(main, [*args, "--max-batch", "12"])
+    assert isinstance(r.exception, Stop), r.output
+    assert seen["config"].perturbation_batch == 12
+    assert seen["options"] == {"rise": {"max_batch": 12}, "grad-cam": {}, "score-cam": {"max_batch": 3}}
+    r = CliRunner().invoke(main, args)
+    assert seen["config"].perturbation_batch == 64 and seen["options"]["rise"] == {}
+    r = CliRunner().invoke(main, [*args, "--max-batch", "0"])
+    assert r.exit_code == 2 and "--max-batch must be at least 1" in r.output
+
+
+def test_device_id_is_passed_only_to_a_torch_that_takes_it():
+    """``init_process_group(device_id=...)`` exists from torch 2.3 on; pyproject allows torch ≥ 2.1."""
+    from cnnlens.evaluation.distributed import device_id_kwargs
+    dev = torch.device("cuda:1")
+
+    def old(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None, group_name=""):
+        pass
+
+    def new(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None, group_name="",
+            pg_options=None, device_id=None):
+        pass
+    assert device_id_kwargs(old, dev) == {}
+    assert device_id_kwargs(new, dev) == {"device_id": dev}
+    import inspect
+
+    import torch.distributed as dist
+    has = "device_id" in inspect.signature(dist.init_process_group).parameters
+    assert device_id_kwargs(dist.init_process_group, dev) == ({"device_id": dev} if has else {})

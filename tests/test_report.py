@@ -235,3 +235,43 @@ def test_report_files_get_the_mode_open_would_give_them(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert text.read_text(encoding="utf-8") == "é\n"
     assert not [p for p in tmp_path.rglob(".*")]
+
+
+# ------------------------------------------------------------------ the page's records in columns (issue 21, item 9)
+def test_the_page_stores_the_records_in_columns(eval_dir):
+    """What the page embeds (compact=True) decodes to the records of evaluation_page_data: every field equal, values
+    to 7 significant digits, a record's own curves only where its map was saved, and per method and layer the mean
+    curve of every record."""
+    from cnnlens.report._columns import records_from_columns
+    full = evaluation_page_data(eval_dir)
+    page = evaluation_page_data(eval_dir, compact=True)
+    assert "records" not in page and page["table"]["n"] == len(full["records"])
+    back = records_from_columns(page["table"], page["methods"], page["layers"])
+    assert len(back) == len(full["records"])
+    for a, b in zip(full["records"], back):
+        for key in ("sample", "target", "target_name", "method", "layer", "notes", "flags", "image", "map"):
+            assert a[key] == b[key], key
+        assert b["values"] == [None if v is None else pytest.approx(v, rel=1e-6) for v in a["values"]]
+        assert b["curves"] == (a["curves"] if a["map"] is not None else {})
+    means = page["table"]["curve_means"]
+    for method in full["methods"]:
+        for layer in full["layers"]:
+            mine = [r["curves"]["deletion"] for r in full["records"] if (r["method"], r["layer"]) == (method, layer)]
+            want = np.mean(mine, axis=0)
+            got = means[f"{method}\t{layer}"]
+            assert got["n"] == len(mine) and np.allclose(got["deletion"], want, atol=1e-4)
+
+
+def test_the_page_grows_at_most_150_bytes_per_record(tmp_path):
+    """The issue's bound: 9 methods × (200 − 20) more images, the saved maps the same (5 images)."""
+    from _report_fixture import synthetic_folder
+    sizes = {}
+    for n in (20, 200):
+        folder = synthetic_folder(tmp_path / f"n{n}", n, 9, maps_for=5)
+        sizes[n] = write_report(folder).stat().st_size
+    per = (sizes[200] - sizes[20]) / (180 * 9)
+    assert per <= 150, per
+    html = (tmp_path / "n200" / "report.html").read_text(encoding="utf-8")
+    blob = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html,
+                                re.S).group(1))
+    assert len(blob["table"]["curves"]) == 5 * 9 and len(blob["maps"]) == 5 * 9

@@ -199,3 +199,59 @@ def test_map_colours_on_screen_are_the_colour_map(driver, explain_page):
     want = np.asarray(Image.fromarray(colourise(gray, False)).resize((shot.shape[1], shot.shape[0]),
                                                                      Image.NEAREST)).astype(float)
     assert abs(shot.mean() - want.mean()) < 6 and np.abs(shot.mean((0, 1)) - want.mean((0, 1))).max() < 10
+
+
+@pytest.fixture(scope="module")
+def big_page(tmp_path_factory):
+    """1,800 records (200 images × 9 methods), maps for the first 3 images: past the page's 1,500 drawn rows."""
+    from _report_fixture import synthetic_folder
+    return write_report(synthetic_folder(tmp_path_factory.mktemp("big"), 200, 9, maps_for=3))
+
+
+def _drawn(driver):
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#records tbody tr[data-index]'))"
+        ".map(r => [Number(r.dataset.index), r.dataset.sample, r.children[2].textContent, r.children[4].textContent]);")
+
+
+def test_a_long_table_draws_the_rows_in_view_and_still_sorts_scrolls_filters_and_opens(driver, big_page):
+    from cnnlens.report import read_records
+    _open(driver, big_page)
+    assert console_errors(driver) == []
+    assert "Per image (1800 maps)" in driver.find_element("css selector", "#per-image h2").text
+    drawn = _drawn(driver)
+    assert 0 < len(drawn) <= 200 and [d[0] for d in drawn] == list(range(len(drawn)))
+    recs = read_records(big_page.parent)
+    drops = sorted(r["metrics"]["average-drop"] for r in recs)
+    # sort by Average Drop (lower is better: ascending first): the first rows drawn are the smallest of all 1,800
+    th = driver.find_element("css selector", "#records th[data-key='0']")
+    th.click()
+    _settle(driver)
+    assert th.get_attribute("aria-sort") == "ascending"
+    shown = [float(d[3]) for d in _drawn(driver)]
+    assert shown == sorted(shown) and shown[:5] == [round(v, 1) for v in drops[:5]]
+    # scrolled to the end, the rows drawn are the largest; the table keeps its full height
+    driver.execute_script("var w = document.querySelector('.split .tablewrap'); w.scrollTop = w.scrollHeight;"
+                          "w.dispatchEvent(new Event('scroll'));")
+    time.sleep(0.3)
+    _settle(driver)
+    shown = [float(d[3]) for d in _drawn(driver)]
+    assert shown[-1] == round(drops[-1], 1) and shown == sorted(shown)
+    # filter by method: 200 rows, all drawn, all of that method
+    _select(driver, "filter-method", "method-3")
+    drawn = _drawn(driver)
+    assert len(drawn) == 200 and {d[2] for d in drawn} == {"method-3"}
+    # a row of an image with saved maps opens its 9 maps; one without shows the mean curves of its methods
+    click = "arguments[0].click();"         # (a row under the sticky header is still the row)
+    driver.execute_script(click, driver.find_element("css selector",
+                                                     "#records tbody tr[data-sample='ILSVRC2012_val_00000002']"))
+    _settle(driver)
+    detail = driver.find_element("id", "detail")
+    assert len(detail.find_elements("css selector", ".detail-cell img.heat")) == 9
+    assert len(detail.find_elements("css selector", "svg.curves polyline")) == 7 * 2    # the 7 methods at layer4
+    driver.execute_script(click, driver.find_element("css selector",
+                                                     "#records tbody tr[data-sample='ILSVRC2012_val_00000150']"))
+    _settle(driver)
+    assert "map not stored" in detail.text and "mean over 200 images" in detail.text
+    assert len(detail.find_elements("css selector", "svg.curves polyline[stroke-dasharray]")) == 7 * 2
+    assert console_errors(driver) == []

@@ -236,13 +236,71 @@ def test_data_randomisation_and_bad_input():
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     report = run_sanity(resnet18, x, ["grad-cam"], modes=("data",), random_label_model=twin)
     assert report.steps == {"data": ["random labels"]}
-    assert report.verdicts()["grad-cam"]["data"]["verdict"] in ("passes", "fails", "undetermined")
+    _check_verdict_against_scipy(report, resnet18, twin, x, "grad-cam")
     with pytest.raises(InputError, match="random_label_model"):
         run_sanity(resnet18, x, ["grad-cam"], modes=("data",))
     with pytest.raises(InputError, match="architecture"):
         run_sanity(resnet18, x, ["grad-cam"], modes=("data",), random_label_model=torchvision.models.resnet18())
     with pytest.raises(InputError, match="unknown sanity mode"):
         run_sanity(resnet18, x, ["grad-cam"], modes=("shuffle",))
+
+
+def _check_verdict_against_scipy(report, model, twin, x, method):
+    """The data test's verdict is what its statistic says, and the statistic is mean max(ρ, ρ_abs) of the two maps,
+    recomputed here with scipy's Spearman from the trained and the twin's own maps."""
+    import cnnlens
+    from scipy.stats import spearmanr
+
+    from cnnlens.sanity.similarity import comparison_maps
+    size = tuple(x.shape[-2:])
+    layer = report.layers[method]
+    a = cnnlens.explain(model, x, method, layer=layer)
+    b = cnnlens.explain(twin, x, method, target=a.target, layer=layer)
+    ma, mb = comparison_maps(a.raw, size).flatten(1).double(), comparison_maps(b.raw, size).flatten(1).double()
+    per = []
+    for i in range(x.shape[0]):
+        if float(mb[i].max()) == float(mb[i].min()):
+            per.append(0.0)                                   # a constant randomised map counts as ρ = 0
+            continue
+        rho = spearmanr(ma[i].numpy(), mb[i].numpy()).statistic
+        rho_abs = spearmanr(ma[i].abs().numpy(), mb[i].abs().numpy()).statistic
+        per.append(max(rho, rho_abs))
+    want = float(np.mean(per))
+    v = report.verdicts()[method]["data"]
+    assert v["statistic"] == pytest.approx(want, abs=1e-5)
+    assert v["verdict"] == ("passes" if want < report.threshold else "fails")
+    return v
+
+
+def test_data_randomisation_verdicts_are_known(edge_method):
+    """Cases whose verdict is known: a twin identical to the model (every map survives: fails, statistic 1), a twin
+    whose classifier is zeroed (Grad-CAM's gradients vanish, its map is constant: passes, statistic 0) — the edge map,
+    which ignores the model, fails both —, and a twin of another random init, checked against scipy."""
+    import copy
+
+    from cnnlens.data.synthetic import resnet_like
+    torch.manual_seed(0)
+    model = resnet_like().eval()
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    same = copy.deepcopy(model)
+    v = run_sanity(model, x, ["grad-cam", edge_method], modes=("data",), random_label_model=same).verdicts()
+    for m in ("grad-cam", edge_method):
+        assert v[m]["data"]["verdict"] == "fails" and v[m]["data"]["statistic"] == pytest.approx(1.0), (m, v[m])
+    dead = copy.deepcopy(model)
+    head = [m for m in dead.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    with pytest.warns(RuntimeWarning, match="gradient of the target score is zero"):
+        report = run_sanity(model, x, ["grad-cam", edge_method], modes=("data",), random_label_model=dead)
+    v = report.verdicts()
+    assert v["grad-cam"]["data"]["verdict"] == "passes" and v["grad-cam"]["data"]["statistic"] == 0.0
+    assert v[edge_method]["data"]["verdict"] == "fails" and v[edge_method]["data"]["statistic"] == pytest.approx(1.0)
+    _check_verdict_against_scipy(report, model, dead, x, "grad-cam")
+    torch.manual_seed(7)
+    other = resnet_like().eval()
+    report = run_sanity(model, x, ["grad-cam"], modes=("data",), random_label_model=other)
+    _check_verdict_against_scipy(report, model, other, x, "grad-cam")
 
 
 def test_synthetic_random_label_twin_has_its_own_cache_key(tmp_path):

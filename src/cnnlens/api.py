@@ -10,7 +10,7 @@ from torch import nn
 from ._logits import logits_model
 from ._state import model_device, model_dtype, preserved
 from .capture import resolve_module
-from .errors import InputError, LayerError
+from .errors import InputError, LayerError, MethodError
 from .methods import all_methods, get_method
 from .methods.registry import Request
 from .models.layers import block_layers, default_layer, stage_layers, trace_layers
@@ -146,8 +146,14 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad-cam", target:
     bottleneck; ``cnnlens.block_layers``) or ``"stages"`` (one such layer per spatial resolution, the deepest;
     ``cnnlens.stage_layers``). Methods without a layer (LRP, RISE, SR map) take none.
     options: method-specific keyword options (see ``cnnlens.method_options(method)``).
+    ``method="NAME@COMPOSITE"`` is ``method="NAME", composite="COMPOSITE"`` (LRP-based methods).
     """
     spec = get_method(method)
+    if isinstance(method, str) and "@" in method:
+        composite = method.partition("@")[2].strip()
+        if options.get("composite", composite) != composite:
+            raise MethodError(f"method {method!r} with composite={options['composite']!r}: give one composite")
+        options["composite"] = composite
     spec.check_options(options)
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")

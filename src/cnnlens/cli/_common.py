@@ -1,7 +1,6 @@
 """Helpers shared by the CLI commands (option parsing, model loading, one-line warnings)."""
 from __future__ import annotations
 
-import json
 import warnings
 from typing import Any
 
@@ -10,19 +9,161 @@ import click
 from ..errors import CnnlensError, InputError
 
 
-def parse_option_values(items: tuple[str, ...]) -> dict[str, Any]:
-    """``("k=v", ...)`` → dict, values parsed as JSON when possible (numbers, true/false, null, lists), else strings."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise InputError(f"--option expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip().replace("-", "_")
+def parse_value(text: str) -> Any:
+    """The one value parser of every ``--option``: ``true``/``false`` (any case) → bool, ``none``/``null`` → None,
+    integers, floats (``1e-3``, ``inf``), lists (``[1, 2]`` or ``1,2``; items parsed the same way), ``'quoted'`` →
+    the string inside, anything else → the string itself."""
+    import ast
+    s = text.strip()
+    low = s.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+            return kind(s)
+        except ValueError:
+            pass
+    if s[:1] in "[(" and s[-1:] in "])":
+        inner = s[1:-1].strip()
+        return [parse_value(v) for v in _split_top(inner)] if inner else []
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        try:
+            return ast.literal_eval(s)
+        except (ValueError, SyntaxError):
+            return s[1:-1]
+    if "," in s:
+        return [parse_value(v) for v in _split_top(s)]
+    return s
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on commas outside brackets and quotes."""
+    parts, depth, quote, cur = [], 0, "", []
+    for ch in s:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur))
+    return [p for p in (q.strip() for q in parts) if p]
+
+
+def parse_options(items: tuple[str, ...] | list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``--option`` values of every command: ``KEY=VALUE`` (every listed method that has KEY) and
+    ``METHOD:KEY=VALUE`` (that method only) → (shared options, {method: options}). Keys: dashes = underscores;
+    values: :func:`parse_value`. ``METHOD`` may be ``NAME@COMPOSITE`` (that entry only)."""
+    shared: dict[str, Any] = {}
+    per: dict[str, dict[str, Any]] = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        method, colon, key = head.rpartition(":")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or (colon and not method.strip()):
+            raise InputError(f"--option expects KEY=VALUE or METHOD:KEY=VALUE, got {item!r}")
+        target = per.setdefault(method.strip(), {}) if colon else shared
+        target[key] = parse_value(value)
+    return shared, per
+
+
+def parse_option_values(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("k=v", ...)`` → dict (no ``METHOD:`` prefixes), values parsed by :func:`parse_value`."""
+    shared, per = parse_options(items)
+    if per:
+        raise InputError(f"--option {next(iter(per))}:...: give the option without a method here")
+    return shared
+
+
+def split_list(values) -> list[str]:
+    """Repeated and comma-separated values alike (``--layer a --layer b`` = ``--layer a,b``), blanks dropped."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [v.strip() for value in values for v in str(value).split(",") if v.strip()]
+
+
+def base_name(entry: str) -> str:
+    """``"lrp@epsilon-plus"`` → ``"lrp"``."""
+    return entry.partition("@")[0].strip()
+
+
+def method_options(entries: list[str], shared: dict[str, Any], per: dict[str, dict[str, Any]],
+                   composite: str | None = None) -> dict[str, dict[str, Any]]:
+    """Options of each method entry (``NAME`` or ``NAME@COMPOSITE``): the shared ``KEY=VALUE`` options the method
+    has, then ``NAME:KEY=VALUE``, then ``NAME@COMPOSITE:KEY=VALUE``; ``--composite`` for every entry that takes one
+    and names none (``NAME@COMPOSITE`` has ``composite=COMPOSITE``). A shared key no listed method has, or a
+    ``METHOD:`` that is not listed, is an error (imports the method registry, so torch)."""
+    from ..errors import MethodError
+    from ..methods import get_method
+    shared = dict(shared)
+    if composite is not None:
+        shared["composite"] = composite
+    listed = set(entries) | {base_name(e) for e in entries}
+    for m in per:
+        if m not in listed:
+            raise MethodError(f"--option {m}:...: {m!r} is not among the listed methods ({', '.join(entries)})")
+    specs = {e: get_method(e) for e in entries}          # NAME@COMPOSITE: NAME must take a composite
+    for key in shared:
+        if not any(key in spec.option_names() for spec in specs.values()):
+            what = "--composite" if key == "composite" and composite is not None else f"--option {key!r}"
+            raise MethodError(f"{what}: none of the listed methods ({', '.join(entries)}) has that option")
+    out = {}
+    for e, spec in specs.items():
+        opts = {k: v for k, v in shared.items() if k in spec.option_names()}
+        if "@" in e:                          # NAME@COMPOSITE: its own composite (recorded with its options)
+            opts["composite"] = e.partition("@")[2].strip()
+        opts.update(per.get(base_name(e), {}))
+        if e != base_name(e):
+            opts.update(per.get(e, {}))
+        spec.check_options(opts)
+        out[e] = opts
     return out
+
+
+def methods_option(default: str | None, help_text: str):
+    """``--method`` / ``--methods`` (the same option): repeated or comma-separated method names, ``NAME@COMPOSITE``
+    for an LRP-based method with a composite."""
+    return click.option("--method", "--methods", "methods", multiple=True,
+                        default=(default,) if default is not None else (), show_default=default is not None,
+                        metavar="NAME[,NAME...]", help=help_text)
+
+
+def layers_option(help_text: str, default: str | None = None):
+    """``--layer`` / ``--layers`` (the same option): repeated or comma-separated module names, 'blocks', 'stages'."""
+    return click.option("--layer", "--layers", "layers", multiple=True,
+                        default=(default,) if default is not None else (), show_default=default is not None,
+                        metavar="LAYER[,LAYER...]", help=help_text)
+
+
+def composite_option():
+    return click.option("--composite", default=None, help="LRP composite for every LRP-based method that names "
+                        "none (NAME@COMPOSITE picks one per method; `cnnlens methods` lists them).")
+
+
+def option_option():
+    return click.option("--option", "options", multiple=True, metavar="[METHOD:]KEY=VALUE",
+                        help="Method option (repeatable): KEY=VALUE for every listed method that has KEY, "
+                             "METHOD:KEY=VALUE for one; values: true/false, none, numbers, lists (1,2), strings.")
+
+
+def layer_argument(layers: list[str]):
+    """The ``layer=`` argument of ``cnnlens.explain`` for a --layer list: None, one name/keyword, or a list."""
+    if not layers:
+        return None
+    return layers[0] if len(layers) == 1 else list(layers)
 
 
 def parse_target(value: str | None):
@@ -72,10 +213,11 @@ def method_names_from_sources() -> set[str]:
 
 
 def check_method_names(methods) -> None:
-    """Unknown method names → one-line MethodError before torch is loaded (the registry re-checks later)."""
+    """Unknown method names (``NAME@COMPOSITE``: NAME) → one-line MethodError before torch is loaded (the registry
+    re-checks later)."""
     from ..errors import MethodError, suggest
     known = method_names_from_sources()
-    for name in methods:
+    for name in map(base_name, methods):
         if known and name not in known:
             raise MethodError(f"unknown method {name!r}.{suggest(name, known)} Available: {', '.join(sorted(known))}")
 
@@ -165,5 +307,7 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="img", leave=False)
 
 
-__all__ = ["CnnlensError", "WEIGHTS_HELP", "check_device", "check_method_names", "check_metric_names",
-           "check_model_name", "load_model_quietly", "parse_option_values", "parse_target", "progress", "read_images"]
+__all__ = ["CnnlensError", "WEIGHTS_HELP", "base_name", "check_device", "check_method_names", "check_metric_names",
+           "check_model_name", "layer_argument", "layers_option", "load_model_quietly", "method_options",
+           "methods_option", "option_option", "composite_option", "parse_option_values", "parse_options",
+           "parse_target", "parse_value", "progress", "read_images", "split_list"]

@@ -9,8 +9,8 @@ import time
 import click
 
 from . import main
-from ._common import WEIGHTS_HELP
 from ..errors import CnnlensError, InputError
+from ._common import WEIGHTS_HELP, composite_option, layers_option, methods_option, option_option
 
 #: The default comparison (as cnnlens.evaluation.config.DEFAULT_METHODS / DEFAULT_METRICS, which import torch;
 #: tests/test_evaluation_store.py checks they agree).
@@ -18,22 +18,10 @@ DEFAULT_METHODS = ("relevance-cam", "grad-cam", "grad-cam++", "score-cam")
 DEFAULT_METRICS = ("average-drop", "increase", "average-drop-rcam", "average-increase-rcam", "energy-pointing-game")
 
 
-def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
-    """``METHOD:KEY=VALUE`` → {method: {key: value}} (values parsed as Python literals when possible)."""
-    import ast
-
-    out: dict[str, dict] = {}
-    for item in items:
-        head, sep, value = item.partition("=")
-        method, colon, key = head.partition(":")
-        if not sep or not colon or not method or not key:
-            raise InputError(f"--option expects METHOD:KEY=VALUE, got {item!r}")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        out.setdefault(method.strip(), {})[key.strip()] = parsed
-    return out
+def _parse_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+    """``[METHOD:]KEY=VALUE`` → (shared, {method: options}): every command's syntax (``_common.parse_options``)."""
+    from ._common import parse_options
+    return parse_options(items)
 
 
 @main.command()
@@ -53,12 +41,13 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
               "(0: decode in the main process).")
 @click.option("--save-maps", type=int, default=50, show_default=True, help="Save the input and the maps of the first "
               "N images (out/images, out/maps) for the report; 0: none.")
-@click.option("--methods", default=None, help="Comma-separated method names, or 'all' (every registered method). "
-              f"Default: the seeds' comparison, {','.join(DEFAULT_METHODS)}.")
+@methods_option(None, "Method names (repeat or comma-separate; NAME@COMPOSITE for an LRP-based method with a "
+                "composite), or 'all' (every registered method). Default: the seeds' comparison, "
+                f"{','.join(DEFAULT_METHODS)}.")
 @click.option("--metrics", default=None, help="Comma-separated metric names, or 'all' (adds deletion/insertion: "
               f"≈ 450 forwards per map at 224²). Default: {','.join(DEFAULT_METRICS)}.")
-@click.option("--layer", "layers", default=None, help="Layers for single-layer methods (CAMs): comma-separated, "
-              "or 'blocks'. Default: each method's default layer.")
+@layers_option("Layers for single-layer methods (CAMs): repeat or comma-separate, or 'blocks'. Default: each "
+               "method's default layer.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results folder (re-run the "
               "same command to resume; a folder holding results of other settings is refused).")
 @click.option("--overwrite", is_flag=True, help="Replace the results in --out (of any settings) instead of resuming.")
@@ -70,6 +59,9 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True,
               help="Explain each labelled class (boxes and labels needed) or the model's top-1 class.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--max-batch", type=int, default=None, help="Most inputs per forward of the perturbation metrics "
+              "(deletion/insertion; default 64) and methods (Score-CAM, SISE, RISE: their max_batch); halved "
+              "automatically on out-of-memory, and the size that fitted is kept for the rest of the run.")
 @click.option("--step", type=int, default=None, help="Deletion/insertion pixels per step (default H·W/224).")
 @click.option("--mask-space", type=click.Choice(["raw", "normalized"]), default="raw", show_default=True)
 @click.option("--score", type=click.Choice(["softmax", "sigmoid", "logit"]), default="softmax", show_default=True)
@@ -84,15 +76,15 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict]:
               show_default=True)
 @click.option("--iou-threshold", type=float, default=0.2, show_default=True)
 @click.option("--iou-kind", type=click.Choice(["pixel", "box"]), default="pixel", show_default=True)
-@click.option("--option", "options", multiple=True, metavar="METHOD:KEY=VALUE", help="A method option "
-              "(repeatable).")
+@composite_option()
+@option_option()
 @click.option("--skip-missing", is_flag=True, help="Drop listed methods that this installation does not have "
               "(with a warning) instead of failing.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(**options):
+def evaluate(**params):
     """Evaluate explanation methods on a dataset; print and write the tables.
 
     \b
@@ -109,9 +101,15 @@ def evaluate(**options):
     """
     # torchrun's rank from its environment (as evaluation.distributed.env_rank, which imports torch)
     main_rank = int(os.environ.get("RANK", 0)) == 0 if "WORLD_SIZE" in os.environ and "RANK" in os.environ else True
+    from ._common import split_list
+    params["methods"] = ",".join(split_list(params["methods"]))     # --method/--methods, repeated or comma-separated
+    params["layers"] = ",".join(split_list(params["layers"])) or None
+    composite = params.pop("composite")
+    if composite is not None:                        # --composite C = --option composite=C (every method that has one)
+        params["options"] = (*params["options"], f"composite={composite}")
     try:
-        hf = {k: options.pop(k) for k in ("split", "image_column", "label_column")}
-        _evaluate(main_rank=main_rank, hf=hf, **options)
+        hf = {k: params.pop(k) for k in ("split", "image_column", "label_column")}
+        _evaluate(main_rank=main_rank, hf=hf, **params)
     except CnnlensError as exc:
         dist_module = sys.modules.get("cnnlens.evaluation.distributed")     # not imported: an error before torch
         peer = dist_module is not None and isinstance(exc, dist_module.PeerFailed)
@@ -244,13 +242,15 @@ def _check_before_torch(*, model_name, data, data_format, class_map, label_file,
 def _evaluate(*, hf, model_name, weights, data, data_format, class_map, workers, save_maps, methods, metrics, layers,
               out, overwrite, n_images, label_file, clip_boxes, target, batch_size, step, mask_space, score, signed_mode,
               deletion_substrate, insertion_substrate, tolerance, iou_rule, iou_threshold, iou_kind, options,
-              skip_missing, seed, device, no_plots, quiet, main_rank):
+              skip_missing, seed, device, no_plots, quiet, main_rank, max_batch=None):
     if workers < 0:
         raise InputError(f"--workers must be 0 or more, got {workers}")
     if save_maps < 0:
         raise InputError(f"--save-maps must be 0 or more, got {save_maps}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_batch is not None and max_batch < 1:
+        raise InputError(f"--max-batch must be at least 1, got {max_batch}")
     formats = ("folder", "imagefolder", "csv", "imagenet-loc", "coco", "voc", "hf")
     if data_format is not None and data_format not in formats:
         raise InputError(f"--format must be one of {', '.join(formats)}, got {data_format!r}")
@@ -266,7 +266,7 @@ def _evaluate(*, hf, model_name, weights, data, data_format, class_map, workers,
         import importlib.util
         if importlib.util.find_spec("datasets") is None:
             raise InputError("the hf layout needs the Hugging Face datasets package: pip install 'cnnlens[hf]'")
-    method_options = _parse_options(options)
+    shared, per = _parse_options(options)
     from ._common import check_device
     check_device(device)
     from ..evaluation import EvalConfig, Interrupted, evaluate as run_evaluation, open_dataset
@@ -275,13 +275,22 @@ def _evaluate(*, hf, model_name, weights, data, data_format, class_map, workers,
         from ..methods import all_methods
         wanted = [m.strip() for m in methods.split(",") if m.strip()]
         have = all_methods()
-        missing = [m for m in wanted if m not in have]
+        missing = [m for m in wanted if m.partition("@")[0] not in have]
         if missing and main_rank:
             click.echo(f"cnnlens: warning: skipping methods not available here: {', '.join(missing)}", err=True)
-        methods = ",".join(m for m in wanted if m in have)
+        methods = ",".join(m for m in wanted if m.partition("@")[0] in have)
         if not methods:
             from ..errors import MethodError
             raise MethodError(f"none of the methods {', '.join(wanted)} is available here")
+    from ._common import method_options as options_of_methods
+    from ..methods import all_methods
+    wanted = list(all_methods()) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    method_options = options_of_methods(wanted, shared, per)
+    if max_batch is not None:                    # --max-batch: every method with a max_batch that sets none itself
+        from ..methods import get_method
+        for m, opts in method_options.items():
+            if "max_batch" in get_method(m).option_names():
+                opts.setdefault("max_batch", max_batch)
     dist, device = init_from_env(device)
     model, name = _open_model_once(dist, model_name, weights, device, progress=not quiet and main_rank)
     dataset = open_dataset(data, model, format=data_format, n_images=n_images, label_file=label_file,
@@ -289,7 +298,8 @@ def _evaluate(*, hf, model_name, weights, data, data_format, class_map, workers,
     cfg = EvalConfig(target=target, batch_size=batch_size, score=score, mask_space=mask_space,
                      signed_mode=signed_mode, step=step, deletion_substrate=deletion_substrate,
                      insertion_substrate=insertion_substrate, tolerance=tolerance, iou_rule=iou_rule,
-                     iou_threshold=iou_threshold, iou_kind=iou_kind, seed=seed)
+                     iou_threshold=iou_threshold, iou_kind=iou_kind, seed=seed,
+                     **({} if max_batch is None else {"perturbation_batch": max_batch}))
     try:
         with _StopOnSignal(say=main_rank) as stop:
             res = run_evaluation(model, dataset, methods, metrics, layers=layers, out=out, config=cfg,

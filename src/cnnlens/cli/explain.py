@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from . import main
-from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, load_model_quietly,
-                      parse_option_values, parse_target, progress, read_images)
+from ..errors import InputError
+from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, composite_option, layer_argument,
+                      layers_option, load_model_quietly, method_options, methods_option, option_option, parse_options,
+                      parse_target, progress, read_images, split_list)
 
 
 def _safe_stem(path: str, index: int, seen: set[str]) -> str:
@@ -26,59 +28,64 @@ def _safe_stem(path: str, index: int, seen: set[str]) -> str:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_name", required=True, help="Model name (cnnlens layers lists layers of one).")
 @click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
-@click.option("--method", default="grad-cam", show_default=True, help="Method name (see `cnnlens methods`).")
-@click.option("--layer", "layers", multiple=True, help="Layer (module name); repeat for several, or 'blocks'.")
+@methods_option("grad-cam", "Method(s): repeat or comma-separate; NAME@COMPOSITE for an LRP-based method with a "
+                "composite (see `cnnlens methods`).")
+@layers_option("Layer (module name): repeat or comma-separate for several, or 'blocks' / 'stages'.")
 @click.option("--target", default=None, help="Class index or class name (default: each image's top-1 class).")
-@click.option("--composite", default=None, help="LRP composite for LRP-based methods (see `cnnlens methods`).")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Method option, e.g. relu=false.")
+@composite_option()
+@option_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--no-crop", is_flag=True, help="Resize the whole image instead of resize + centre crop.")
-def explain_cmd(images, model_name, weights, method, layers, target, composite, options, out_dir, device, no_crop):
-    """Explain IMAGE... (paths or sample names such as chelsea) and write a PNG per image and explanations.json.
+def explain_cmd(images, model_name, weights, methods, layers, target, composite, options, out_dir, device, no_crop):
+    """Explain IMAGE... (paths or sample names such as chelsea) and write a PNG per image and method,
+    explanations.json and report.html.
 
     \b
     Examples:
       cnnlens explain chelsea coffee --model efficientnet_lite0 --method grad-cam --out out/
       cnnlens explain cat.jpg --model resnet50 --weights r50.pth --method relevance-cam --layer layer2 --out out/
       cnnlens explain cat.jpg --model vgg16 --weights vgg16.pth --method sglrp --composite dtd --out out/
+      cnnlens explain chelsea --model efficientnet_lite0 --methods grad-cam,score-cam --option fast_forward=false \\
+          --out out/
     """
     check_model_name(model_name, weights)         # the model, weights, options and every image: before torch
     device = check_device(device)
-    opts = parse_option_values(options)
-    check_method_names([method])
+    shared, per = parse_options(options)
+    method_list = list(dict.fromkeys(split_list(methods)))
+    if not method_list:
+        raise InputError("--method is empty")
+    check_method_names(method_list)
     rgbs = read_images(images)
     import torch
 
     import cnnlens
     from ..data.images import load_image
-    from ..methods import get_method
     from ..models.preprocessing import unnormalize
     from ..viz import grid_figure, overlay_figure, write_text_atomic
 
-    spec = get_method(method)
-    if composite is not None:
-        opts["composite"] = composite
-    spec.check_options(opts)
-    layer_arg = None
-    if layers:
-        layer_arg = layers[0] if len(layers) == 1 else list(layers)
+    opts_of = method_options(method_list, shared, per, composite)
+    layer_arg = layer_argument(split_list(layers))
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
     # Everything is computed before anything is written: a failure leaves no partial output.
     xs = [load_image(rgb, model, crop=not no_crop) for rgb in rgbs]
     tgt = parse_target(target)
     results = []
-    for src, x in progress(zip(images, xs), len(xs), method, len(xs) > 1):
-        res = cnnlens.explain(model, x, method, target=tgt, layer=layer_arg, **opts)
-        results.append((src, x, res))
+    for method in method_list:
+        for src, x in progress(zip(images, xs), len(xs), method, len(xs) > 1):
+            res = cnnlens.explain(model, x, method, target=tgt, layer=layer_arg, **opts_of[method])
+            results.append((method, src, x, res))
     print_warnings()
     out = Path(out_dir)
-    records, seen = [], set()
+    records, seen, stems = [], set(), {}
     names = model.cnnlens_meta.class_names
     from ..report import ExplanationReport
     report = ExplanationReport(out, model=model_name, title="cnnlens explain")
-    for i, (src, x, res) in enumerate(results):
-        stem = _safe_stem(src, i, seen)
+    for i, (method, src, x, res) in enumerate(results):
+        key = i % len(xs)
+        if key not in stems:
+            stems[key] = _safe_stem(src, key, seen)
+        stem = stems[key]
         img = unnormalize(x, model)[0]
         report.add(stem, img, res, source=str(src))
         per_layer = res if isinstance(res, dict) else {None: res}
@@ -86,7 +93,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
         probs = torch.softmax(first.logits.float(), -1)[0] if first.logits is not None else None
         t = int(first.target[0])
         png = out / f"{stem}_{method}.png"
-        if method == "sr-map":
+        if first.method == "sr-map":
             from ..viz.sr_map import sr_map_figure
             sr_map_figure(img, first, png)
         elif len(per_layer) == 1:
@@ -106,7 +113,7 @@ def explain_cmd(images, model_name, weights, method, layers, target, composite, 
                         "target": t, "target_name": names[t] if names else None,
                         "score": float(probs[t]) if probs is not None else None,
                         "logit": float(first.logits[0, t]) if first.logits is not None else None,
-                        "top5": top, "model": model_name, "options": opts})
+                        "top5": top, "model": model_name, "options": opts_of[method]})
         click.echo(f"{src}: {method} → {png}  (target {t} {names[t] if names else ''}"
                    + (f", p={float(probs[t]):.3f}" if probs is not None else "") + ")")
     write_text_atomic(out / "explanations.json", json.dumps(records, indent=2))

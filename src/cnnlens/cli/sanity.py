@@ -6,52 +6,22 @@ import shlex
 import click
 
 from . import main
-from ._common import WEIGHTS_HELP, check_device, load_model_quietly, parse_option_values, parse_target
+from ._common import (WEIGHTS_HELP, check_device, composite_option, layers_option, load_model_quietly,
+                      method_options, methods_option, option_option, parse_options, parse_target, split_list)
 
 
-def _split_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
-    """``KEY=VALUE`` (every listed method that has KEY) and ``METHOD:KEY=VALUE`` (that method only)."""
-    shared, per = [], {}
-    for item in items:
-        head = item.split("=", 1)[0]
-        if ":" in head:
-            method, rest = item.split(":", 1)
-            per.setdefault(method.strip(), []).append(rest)
-        else:
-            shared.append(item)
-    return parse_option_values(tuple(shared)), {m: parse_option_values(tuple(v)) for m, v in per.items()}
-
-
-def _entries(methods: str, composite, options):
+def _entries(methods, composite, options):
     from ..errors import MethodError
-    from ..methods import all_methods, get_method
+    from ..methods import all_methods
     from ..sanity.runner import parse_method
-    names = [m.strip() for m in methods.split(",") if m.strip()]
+    names = list(dict.fromkeys(split_list(methods)))
     if names == ["all"]:
         names = list(all_methods())
     if not names:
         raise MethodError("--methods is empty")
-    shared, per = _split_options(options)
-    if composite is not None:
-        shared["composite"] = composite
-    listed = {n.partition("@")[0] for n in names}
-    for m in per:
-        if m not in listed and m not in names:
-            raise MethodError(f"--option {m}:...: {m!r} is not among --methods")
-    for key in shared:
-        if not any(key in get_method(n).option_names() for n in listed):
-            raise MethodError(f"--option/--composite {key!r}: none of the listed methods has that option")
-    entries = []
-    for n in names:
-        spec = get_method(n.partition("@")[0])
-        opts = {k: v for k, v in shared.items() if k in spec.option_names()}
-        if "@" in n:
-            opts.pop("composite", None)
-        opts.update(per.get(n, {}))
-        if n != spec.name:
-            opts.update(per.get(spec.name, {}))
-        entries.append(parse_method(n, opts))
-    return entries
+    shared, per = parse_options(options)
+    opts_of = method_options(names, shared, per, composite)
+    return [parse_method(n, opts_of[n]) for n in names]
 
 
 def _load(model_name: str, weights, device: str, progress: bool):
@@ -107,17 +77,25 @@ def _command_line(ctx: click.Context) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _check_before_torch(images, model_name: str, methods: str, weights: str | None = None) -> None:
-    """Image paths, the model name and weights, and the method names, checked before torch is imported (one line,
-    exit 2)."""
+def _check_before_torch(images, model_name: str, methods, options, layers,
+                        weights: str | None = None) -> str | None:
+    """Image paths, the model name and weights, the method names and the option syntax, checked before torch is
+    imported (one line, exit 2). Returns the one layer (or None)."""
+    from ..errors import InputError
     from ..image_files import check_image_source
     from ._common import check_method_names, check_model_name
     for src in images:
         check_image_source(src)
     check_model_name(model_name, weights)
-    names = [m.partition("@")[0].strip() for m in methods.split(",") if m.strip()]
+    names = split_list(methods)
     if names != ["all"]:
         check_method_names(names)
+    parse_options(options)
+    layer_list = split_list(layers)
+    if len(layer_list) > 1 or layer_list in (["blocks"], ["stages"]):
+        raise InputError(f"sanity compares one layer per method, the same for every randomised model; got "
+                         f"--layer {','.join(layer_list)}")
+    return layer_list[0] if layer_list else None
 
 
 @main.command("sanity")
@@ -125,12 +103,11 @@ def _check_before_torch(images, model_name: str, methods: str, weights: str | No
 @click.option("--model", "model_name", required=True,
               help="Model name (a zoo name, synthetic-vgg or synthetic-resnet).")
 @click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
-@click.option("--methods", default="grad-cam", show_default=True,
-              help="Comma-separated methods ('all' = every method); NAME@COMPOSITE picks an LRP composite.")
+@methods_option("grad-cam", "Methods: repeat or comma-separate ('all' = every method); NAME@COMPOSITE picks an LRP "
+                "composite.")
 @click.option("--mode", type=click.Choice(["cascade", "independent", "data", "all"]), default="cascade",
               show_default=True, help="Randomisation test; 'all' runs the three.")
-@click.option("--layer", default=None, help="Layer for CAMs (default: the model's default CAM layer), the same for "
-                                            "every randomised model.")
+@layers_option("Layer for CAMs (default: the model's default CAM layer), the same for every randomised model.")
 @click.option("--target", default=None, help="Class index or name (default: each image's top-1 on the trained model).")
 @click.option("--blocks", default=None, help="Comma-separated randomisation blocks in forward order, each a module "
                                              "name or names joined by + (e.g. conv1+bn1,layer1,fc); default: the "
@@ -140,14 +117,13 @@ def _check_before_torch(images, model_name: str, methods: str, weights: str | No
               help="A method fails when its mean max(ρ, ρ_abs) after full randomisation is at least this.")
 @click.option("--random-label-weights", "random_label_weights", default=None,
               help="State dict of the same architecture trained on permuted labels (mode data).")
-@click.option("--composite", default=None, help="LRP composite for the LRP-based methods.")
-@click.option("--option", "options", multiple=True, metavar="[METHOD:]KEY=VALUE",
-              help="Method option, for every listed method that has it or for METHOD only.")
+@composite_option()
+@option_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--no-crop", is_flag=True, help="Resize the whole image instead of resize + centre crop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sanity_cmd(images, model_name, weights, methods, mode, layer, target, blocks, seed, threshold,
+def sanity_cmd(images, model_name, weights, methods, mode, layers, target, blocks, seed, threshold,
                random_label_weights, composite, options, out_dir, device, no_crop, quiet):
     """Do the methods' maps depend on the model? Randomise the model (cascading / independent) or its training
     labels (data) and compare every map with the trained model's; write sanity.json, summary.md and figures.
@@ -158,7 +134,7 @@ def sanity_cmd(images, model_name, weights, methods, mode, layer, target, blocks
       cnnlens sanity cat.jpg --model resnet50 --weights r50.pth --random-label-weights r50_random.pth \\
           --methods grad-cam,relevance-cam --mode all --out sanity/
     """
-    _check_before_torch(images, model_name, methods, weights)
+    layer = _check_before_torch(images, model_name, methods, options, layers, weights)
     import torch
 
     from ..data.images import load_image

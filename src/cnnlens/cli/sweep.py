@@ -8,23 +8,24 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, load_model_quietly,
-                      parse_target, read_images)
+from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, composite_option, layers_option,
+                      load_model_quietly, method_options, methods_option, option_option, parse_options, parse_target,
+                      read_images, split_list)
 
 
 @main.command("sweep")
 @click.argument("image")
 @click.option("--model", "model_name", required=True, help="Model name.")
 @click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
-@click.option("--methods", default="relevance-cam,grad-cam", show_default=True,
-              help="Comma-separated layer methods (columns).")
-@click.option("--layers", default="blocks", show_default=True,
-              help="Comma-separated module names (rows), 'blocks' (one layer per block) or 'stages' (one "
-                   "post-activation layer per resolution); `cnnlens layers` lists them.")
+@methods_option("relevance-cam,grad-cam", "Layer methods (columns): repeat or comma-separate.")
+@layers_option("Module names (rows): repeat or comma-separate; 'blocks' (one layer per block) or 'stages' (one "
+               "post-activation layer per resolution); `cnnlens layers` lists them.", default="blocks")
 @click.option("--target", default=None, help="Class index or name (default: top-1).")
+@composite_option()
+@option_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, device):
+def sweep_cmd(image, model_name, weights, methods, layers, target, composite, options, out_dir, device):
     """Explain IMAGE at several depths with several methods; write sweep_<image>.png and sweep_<image>.json.
 
     Methods that support it (Relevance-CAM, the gradient CAMs) compute all layers from one forward and one backward.
@@ -37,7 +38,14 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
     """
     check_model_name(model_name, weights)         # the model, weights, options and the image: before torch
     device = check_device(device)
-    check_method_names([m.strip() for m in methods.split(",") if m.strip()])
+    shared, per = parse_options(options)
+    method_list = list(dict.fromkeys(split_list(methods)))
+    if not method_list:
+        raise InputError("--methods is empty")
+    check_method_names(method_list)
+    layer_list = split_list(layers)
+    if not layer_list:
+        raise InputError("--layers is empty")
     rgb = read_images([image])[0]
     import cnnlens
     from ..data.images import load_image
@@ -45,18 +53,15 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
     from ..models.preprocessing import unnormalize
     from ..viz import grid_figure, layer_label, write_text_atomic
 
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    if not method_list:
-        raise InputError("--methods is empty")
     for m in method_list:
         if get_method(m).layers != "single":
             raise MethodError(f"method {m!r} does not take a layer, so it cannot be swept over layers")
-    layer_arg = layers.strip() if layers.strip() in ("blocks", "stages") else \
-        [s.strip() for s in layers.split(",") if s.strip()]
+    opts_of = method_options(method_list, shared, per, composite)
+    layer_arg = layer_list[0] if layer_list in (["blocks"], ["stages"]) else layer_list
     model, print_warnings = load_model_quietly(model_name, weights, device, defer=True)
     x = load_image(rgb, model)
     tgt = parse_target(target)
-    per_method = {m: cnnlens.explain(model, x, m, target=tgt, layer=layer_arg) for m in method_list}
+    per_method = {m: cnnlens.explain(model, x, m, target=tgt, layer=layer_arg, **opts_of[m]) for m in method_list}
     print_warnings()
     names = model.cnnlens_meta.class_names
     rows = list(next(iter(per_method.values())).keys())
@@ -72,7 +77,7 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, out_dir, devi
                       title=f"{model_name}: target {label}")
     write_text_atomic(out / f"sweep_{stem}.json", json.dumps(
         {"image": image, "model": model_name, "target": t, "target_name": label, "layers": rows,
-         "methods": method_list, "figure": png.name}, indent=2))
+         "methods": method_list, "options": opts_of, "figure": png.name}, indent=2))
     from ..report import ExplanationReport
     report = ExplanationReport(out, model=model_name, title="cnnlens sweep")
     for m in method_list:

@@ -130,9 +130,20 @@ def init_from_env(device: str = "cpu", timeout_s: float = 3600.0) -> tuple[Dist,
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        kwargs = {"device_id": torch.device(device)} if cuda else {}
+        kwargs = device_id_kwargs(dist.init_process_group, torch.device(device)) if cuda else {}
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s), **kwargs)
     return current(), device
+
+
+def device_id_kwargs(init_process_group, device) -> dict:
+    """``{"device_id": device}`` when ``init_process_group`` takes it (torch ≥ 2.3: binds NCCL to the rank's GPU at
+    once), else ``{}`` (older torch: the group binds lazily to the current device, set above)."""
+    import inspect
+    try:
+        params = inspect.signature(init_process_group).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"device_id": device} if "device_id" in params else {}
 
 
 def shutdown() -> None:

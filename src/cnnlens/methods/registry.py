@@ -96,12 +96,20 @@ def register(name: str, description: str, *, layers: str = "single", multi_layer
 
 
 def get_method(name: str) -> MethodSpec:
+    """The spec of ``name``; ``"NAME@COMPOSITE"`` (an LRP-based method with its composite, as on the command line)
+    gives NAME's spec once NAME is known to take a composite."""
     from . import _load_all
     _load_all()
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise MethodError(f"unknown method {name!r}.{suggest(str(name), _REGISTRY)} "
+    base, at, composite = name.partition("@") if isinstance(name, str) else (name, "", "")
+    if not isinstance(base, str) or base not in _REGISTRY:
+        raise MethodError(f"unknown method {base!r}.{suggest(str(base), _REGISTRY)} "
                           f"Available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    spec = _REGISTRY[base]
+    if at and "composite" not in spec.option_names():
+        raise MethodError(f"method {base!r} takes no composite (in {name!r})")
+    if at and not composite:
+        raise MethodError(f"{name!r}: name a composite after '@' (see `cnnlens methods`)")
+    return spec
 
 
 def all_methods() -> dict[str, MethodSpec]:

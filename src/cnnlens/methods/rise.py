@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .._batching import AdaptiveChunks, check_max_batch
+from .._batching import AdaptiveChunks, check_max_batch, input_key
 from ..errors import MethodError
 from ..ops import minmax
 from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_number,
@@ -157,7 +157,8 @@ def rise(req: Request, *, n_masks: int = 8000, cells: int = 7, p: float = 0.5, s
     def commit(start: int, stop: int, part: torch.Tensor) -> None:
         sal.add_(part)
 
-    run = AdaptiveChunks(total, per_batch, desc="RISE", progress=req.progress, unit="mask")
+    run = AdaptiveChunks(total, per_batch, desc="RISE", progress=req.progress, unit="mask", owner=model,
+                         key=input_key("rise", x), inputs_per_item=n)
     with torch.inference_mode():
         run.run(step, commit)
     raw = (sal / (total * p)).reshape(n, *size).float()

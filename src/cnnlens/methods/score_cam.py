@@ -151,7 +151,7 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
             if a.dim() != 4:
                 raise LayerError(f"layer {name!r} outputs shape {tuple(a.shape)}; a CAM needs a (N,C,h,w) feature map")
             maps[name] = _layer_map(forward, a, targets, masked, affine, base_scores, variant, baseline, batch_size,
-                                    relu, normalize, size, req.progress, name)
+                                    relu, normalize, size, req.progress, name, owner=req.model)
     return MethodOutput(maps=maps, targets=targets, logits=logits.detach())
 
 
@@ -335,7 +335,7 @@ def default_chunk(pixels: int) -> int:
 
 
 def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline, batch_size, relu, normalize, size,
-               progress, name) -> MapResult:
+               progress, name, owner=None) -> MapResult:
     n, k = a.shape[:2]
     flat = a.reshape(n, k, -1)
     hi_a, lo_a = flat.amax(dim=2), flat.amin(dim=2)
@@ -395,9 +395,12 @@ def _layer_map(model, a, targets, masked, affine, base_scores, variant, baseline
         scores[b_idx, k_idx] = s
 
     # the linear-stem pairs, then the explicit masks; a chunk halved in the first part stays halved in the second
-    first = AdaptiveChunks(n_linear, batch_size, desc=f"score-cam {name}", progress=progress, unit="mask")
+    key = ("score-cam", name, variant, tuple(a.shape[1:]), str(a.dtype), str(a.device), size)
+    first = AdaptiveChunks(n_linear, batch_size, desc=f"score-cam {name}", progress=progress, unit="mask",
+                           owner=owner, key=key)
     first.run(step)
-    second = AdaptiveChunks(pairs.shape[0] - n_linear, first.chunk, desc=f"score-cam {name}", progress=False)
+    second = AdaptiveChunks(pairs.shape[0] - n_linear, first.chunk, desc=f"score-cam {name}", progress=False,
+                            owner=owner, key=key)
     second.run(lambda start, end: step(n_linear + start, n_linear + end))
     chunk_used, halvings = second.chunk, first.halvings + second.halvings
     if variant == "gc":

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .._batching import AdaptiveChunks, check_max_batch
+from .._batching import AdaptiveChunks, check_max_batch, input_key
 from ..capture import LayerCapture
 from ..errors import LayerError, MethodError
 from ..models.layers import block_layers, trace_layers
@@ -312,7 +312,7 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
             acc[li] += part
 
     run = AdaptiveChunks(total, min(batch_size, max_batch or batch_size), desc="SISE", progress=req.progress,
-                         unit="mask")
+                         unit="mask", owner=model, key=input_key("sise", x))
     with torch.inference_mode():
         run.run(step, commit)
 

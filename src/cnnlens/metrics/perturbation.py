@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._batching import AdaptiveChunks, check_max_batch
+from .._batching import AdaptiveChunks, check_max_batch, input_key
 from .._state import preserved
 
 from .saliency import saliency
@@ -155,7 +155,8 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, t
             tgt = target.repeat_interleave(steps + 1)[i:j] if n > 1 else target.expand(j - i)
             out[i:j] = class_scores(model(inp), tgt, score)
 
-        AdaptiveChunks(total, batch_size, desc=f"{mode} curve", unit="image").run(chunk)
+        AdaptiveChunks(total, batch_size, desc=f"{mode} curve", unit="image", owner=model,
+                       key=input_key("curve", x)).run(chunk)
     return out.view(n, steps + 1)
 
 

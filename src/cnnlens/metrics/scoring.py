@@ -33,7 +33,7 @@ def batched_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, scor
     """Ψ_c(model(x)) in chunks of ``batch_size`` (all at once when None); ``target`` has one class per row of x.
     The model runs in eval mode; its flags are restored afterwards (metrics.md §0.5). On an out-of-memory error the
     chunk is halved and retried (same scores)."""
-    from .._batching import AdaptiveChunks
+    from .._batching import AdaptiveChunks, input_key
     total = x.shape[0]
     out = torch.empty(total, dtype=torch.float32, device=x.device)
 
@@ -41,7 +41,8 @@ def batched_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, scor
         out[i:j] = class_scores(model(x[i:j]), target[i:j], score)
 
     with preserved(model), torch.inference_mode():
-        AdaptiveChunks(total, min(batch_size or total, total) or 1, desc="scores", unit="image").run(chunk)
+        AdaptiveChunks(total, min(batch_size or total, total) or 1, desc="scores", unit="image", owner=model,
+                       key=input_key("scores", x)).run(chunk)
     return out
 
 

@@ -8,6 +8,7 @@ them, its input image (``"image"``) and 8-bit grayscale map (``"map"``). A folde
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..layer_order import natural_key as _natural_key
+from ._columns import RecordColumns
 from ._images import data_uri_file, data_uri_image_file, data_uri_map_file
 from .html import write_page
 
@@ -28,15 +30,25 @@ def _finite(v: Any) -> float | None:
     return float(v)
 
 
+@functools.lru_cache(maxsize=64)
+def _picks(length: int, n: int) -> tuple[int, ...]:
+    """The indices a curve of ``length`` points keeps (all when at most ``n``; else ``n`` evenly spaced, ends kept)."""
+    if length <= n:
+        return tuple(range(length))
+    return tuple(round(i * (length - 1) / (n - 1)) for i in range(n))
+
+
 def _downsample(curve: Any, n: int = CURVE_POINTS) -> list[float] | None:
+    """At most ``n`` points of a curve, rounded to 4 decimals; None unless every point is a finite number (checked
+    at C speed: a run over ImageNet val has about a million curves)."""
     if not isinstance(curve, list) or not curve:
         return None
-    vals = [_finite(v) for v in curve]
-    if any(v is None for v in vals):
+    try:
+        if not all(map(math.isfinite, curve)):
+            return None
+    except TypeError:                          # None, a string or another non-number
         return None
-    if len(vals) <= n:
-        return [round(v, 4) for v in vals]
-    return [round(vals[round(i * (len(vals) - 1) / (n - 1))], 4) for i in range(n)]
+    return [round(float(curve[i]), 4) for i in _picks(len(curve), n)]
 
 
 def layer_label(layer: Any) -> str:
@@ -123,8 +135,12 @@ def _plots(folder: Path, metric_order: list[str], metrics: dict[str, Any]) -> li
     return plots
 
 
-def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
-    """The page's data: summary, plots and per-record metrics (+ images and colourised maps as data URIs)."""
+def evaluation_page_data(folder: str | Path, compact: bool = False) -> dict[str, Any]:
+    """The page's data: summary, plots and per-record metrics (+ images and colourised maps as data URIs).
+
+    compact=False: ``records``, one dict per record; compact=True (what the page embeds): ``table``, the records
+    in columns, with curves averaged per method and layer and kept per record only where the map was saved
+    (``_columns.RecordColumns``; ≈ 100 bytes per record)."""
     folder = Path(folder)
     try:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
@@ -150,6 +166,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
     image_index: dict[str, int] = {}
     map_uris: list[str] = []
     records = []
+    table = RecordColumns(metric_order, methods, layers) if compact else None
     for rec in raw:
         m = rec.get("metrics") or {}
         img = rec.get("image")
@@ -165,7 +182,7 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
             map_i = len(map_uris)
             map_uris.append(data_uri_map_file(folder / mp))
         curves = rec.get("curves") or {}
-        records.append({
+        (table.add if table is not None else records.append)({
             "sample": str(rec["sample"]), "target": rec.get("target"),
             "target_name": rec.get("target_name") if rec.get("target_name") is not None else str(rec.get("target")),
             "method": rec["method"], "layer": layer_label(rec.get("layer")),
@@ -182,13 +199,14 @@ def evaluation_page_data(folder: str | Path) -> dict[str, Any]:
             "conventions": summary.get("conventions"), "skipped": summary.get("skipped"),
             "unreadable": summary.get("unreadable") or {}, "metrics": metrics,
             "metric_order": metric_order, "rows": rows, "methods": methods, "layers": layers, "signed": signed,
-            "plots": _plots(folder, metric_order, metrics), "records": records,
+            "plots": _plots(folder, metric_order, metrics),
+            **({"table": table.to_json()} if table is not None else {"records": records}),
             "images": list(image_uris.values()), "maps": map_uris}
 
 
 def write_evaluation_report(folder: str | Path) -> Path:
     """(Re)build ``folder/report.html`` from an evaluation results folder; return its path."""
-    data = evaluation_page_data(folder)
+    data = evaluation_page_data(folder, compact=True)
     title = "cnnlens evaluation" + (f" · {data['model']}" if data.get("model") else "") + \
         (" (partial)" if data.get("partial") else "")
     return write_page(Path(folder), data, title)

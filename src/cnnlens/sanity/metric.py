@@ -5,10 +5,12 @@ image, target and layer on a copy of the model with *every* block re-initialised
 the weights equal those of :func:`cnnlens.sanity.cascade`'s last step for the same seed). Lower is better (↓): a
 method whose map survives randomisation scores near 1. NaN for an image whose trained-model map is constant.
 The randomised copy is cached for the last (model, parameter versions, seed, blocks) seen, so a run over many batches
-copies and re-initialises the model once.
+copies and re-initialises the model once. The copy is made under the model's lock (:func:`cnnlens.model_lock`: no
+other thread's cnnlens call has hooks on it meanwhile) and the cache is read and filled under its own lock.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any, Mapping, Sequence
 
@@ -19,26 +21,30 @@ from .randomize import _assign, model_copy, randomisation_blocks, random_block_s
 from .similarity import comparison_maps, rank_correlation
 
 _CACHE: dict[str, Any] = {}
+_CACHE_LOCK = threading.Lock()          # taken after the model's lock (never the other way round)
 
 
 def randomised_copy(model: nn.Module, seed: int = 0, blocks: Sequence[str] | None = None) -> nn.Module:
     """A copy of ``model`` with every randomisation block re-initialised (cached for the last model seen)."""
+    from .._state import model_lock
     from ..lrp.graph import parameter_versions
-    key = (parameter_versions(model), int(seed), None if blocks is None else tuple(blocks))
-    ref = _CACHE.get("model")
-    if ref is not None and ref() is model and _CACHE.get("key") == key:
-        return _CACHE["copy"]
-    _CACHE.clear()
-    clone = model_copy(model)
-    for k, block in enumerate(randomisation_blocks(model, blocks)):
-        _assign(clone, random_block_state(clone, block, k, seed))
-    _CACHE.update(model=weakref.ref(model), key=key, copy=clone)
-    return clone
+    with model_lock(model), _CACHE_LOCK:
+        key = (parameter_versions(model), int(seed), None if blocks is None else tuple(blocks))
+        ref = _CACHE.get("model")
+        if ref is not None and ref() is model and _CACHE.get("key") == key:
+            return _CACHE["copy"]
+        _CACHE.clear()
+        clone = model_copy(model)
+        for k, block in enumerate(randomisation_blocks(model, blocks)):
+            _assign(clone, random_block_state(clone, block, k, seed))
+        _CACHE.update(model=weakref.ref(model), key=key, copy=clone)
+        return clone
 
 
 def clear_cache() -> None:
     """Drop the cached randomised copy."""
-    _CACHE.clear()
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 def model_randomisation_score(model: nn.Module, x: torch.Tensor, target, method: str, *, layer=None,

@@ -188,9 +188,13 @@ def fallback_layers(model: nn.Module, blocks: Sequence[Block]) -> list[str]:
 
 
 def model_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` (same device, dtype and flags); the randomisation changes only this copy."""
+    """A deep copy of ``model`` (same device, dtype and flags); the randomisation changes only this copy. Made under
+    the model's lock (:func:`cnnlens.model_lock`), so another thread's cnnlens call cannot have its hooks on the model
+    (they would be copied) or change its flags meanwhile."""
+    from .._state import model_lock
     try:
-        clone = copy.deepcopy(model)
+        with model_lock(model):
+            clone = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - any failure to copy is the same user-facing problem
         raise InputError(f"cannot copy the model for randomisation ({type(exc).__name__}: {exc})") from None
     return clone
@@ -213,4 +217,6 @@ def independent(model: nn.Module, blocks: Sequence[Block], seed: int = 0
     for k, block in enumerate(blocks):
         _assign(clone, random_block_state(clone, block, k, seed))
         yield k, block, clone
-        _assign(clone, block_state(model, block))
+        from .._state import model_lock
+        with model_lock(model):
+            _assign(clone, block_state(model, block))

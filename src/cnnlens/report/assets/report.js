@@ -254,10 +254,39 @@
     ps.appendChild(pg);
     app.appendChild(ps);
 
-    // per-image table
-    var R = D.records;
-    var pi = el("section", { id: "per-image" }, el("h2", { text: "Per image (" + R.length + " maps) — click a row to see that image's maps" }));
-    var F = { method: "", layer: "", q: "" }, sortKey = null, sortDir = 1;
+    // per-image table. The records come as columns (D.table: numbers, indices into string lists, run-length encoded
+    // runs); a row object is built only when a row is drawn or opened. Up to LIMIT rows are drawn at once; a longer
+    // list (ImageNet val × methods: 450,000 rows) draws only the rows in view (the rest are two spacers).
+    var T = D.table, N = T.n;
+    function bytes(b64) { var s = atob(b64), u = new Uint8Array(s.length); for (var k = 0; k < s.length; k++) u[k] = s.charCodeAt(k); return u; }
+    function column(c) {        // run-length runs, float32 / byte columns (base64), or a plain list
+      if (c && c.f32 !== undefined) return new Float32Array(bytes(c.f32).buffer);
+      if (c && c.u8 !== undefined) return bytes(c.u8);
+      if (!c || !c.rle) return c;
+      var out = new Array(N), k = 0, runs = c.rle;
+      for (var a = 0; a < runs.length; a += 2) for (var b = 0; b < runs[a + 1]; b++) out[k++] = runs[a];
+      return out;
+    }
+    var C = {};
+    ["sample", "target", "target_name", "method", "layer", "notes", "flags", "image", "map"].forEach(function (k) { C[k] = column(T[k]); });
+    var V = T.values.map(column);
+    function value(col, i) { var v = col[i]; return v !== v ? null : v; }      // NaN: no value
+    function rec(i) {
+      return { i: i, sample: T.samples[C.sample[i]], target: C.target[i], target_name: T.target_names[C.target_name[i]],
+        method: D.methods[C.method[i]], layer: D.layers[C.layer[i]], values: V.map(function (col) { return value(col, i); }),
+        notes: T.note_sets[C.notes[i]] || {}, flags: T.flag_sets[C.flags[i]] || [],
+        image: C.image[i] < 0 ? null : C.image[i], map: C.map[i] < 0 ? null : C.map[i], curves: T.curves[i] || {} };
+    }
+    // string columns sort by the rank of their value, computed once per distinct string on the first sort
+    var collator = new Intl.Collator(undefined, { numeric: true });
+    function ranks(list) {
+      var idx = list.map(function (_, i) { return i; });
+      idx.sort(function (a, b) { return collator.compare(String(list[a]), String(list[b])); });
+      var r = new Int32Array(list.length); idx.forEach(function (v, k) { r[v] = k; }); return r;
+    }
+    var LISTS = { sample: T.samples, target_name: T.target_names, method: D.methods, layer: D.layers }, RANK = {};
+    var pi = el("section", { id: "per-image" }, el("h2", { text: "Per image (" + N + " maps) — click a row to see that image's maps" }));
+    var F = { method: "", layer: "", q: "" }, sortKey = null, sortDir = 1, selected = -1;
     var filters = el("div", { cls: "controls" },
       select("filter-method", "Method", [{ value: "", label: "all" }].concat(D.methods.map(function (x) { return { value: x, label: x }; })), "", function (v) { F.method = v; applyFilter(); }),
       select("filter-layer", "Layer", [{ value: "", label: "all" }].concat(D.layers.map(function (x) { return { value: x, label: x }; })), "", function (v) { F.layer = v; applyFilter(); }),
@@ -275,45 +304,90 @@
     });
     rt.appendChild(el("thead", null, htr));
     var body = el("tbody");
-    var trs = R.map(function (r, i) {
-      var tr = el("tr", { "data-index": String(i), "data-sample": r.sample });
+    rt.appendChild(body);
+    function makeRow(i) {
+      var r = rec(i);
+      var tr = el("tr", { "data-index": String(i), "data-sample": r.sample, cls: i === selected ? "on" : null });
       tr.appendChild(el("td", { cls: "l", text: r.sample }));
       tr.appendChild(el("td", { cls: "l", text: r.target_name }));
       tr.appendChild(el("td", { cls: "l", text: r.method }));
       tr.appendChild(el("td", { cls: "l" }, el("code", { text: r.layer })));
       r.values.forEach(function (v, j) {
         var k = order[j];
-        tr.appendChild(el("td", { cls: v === null ? "na" : "", title: v === null ? (r.notes[k] || "n/a") : "" , text: v === null ? "n/a" : fmt(v, M[k].unit, M[k].unit === "%" ? 1 : 3) }));
+        tr.appendChild(el("td", { cls: v === null ? "na" : "", title: v === null ? (r.notes[k] || "n/a") : "", text: v === null ? "n/a" : fmt(v, M[k].unit, M[k].unit === "%" ? 1 : 3) }));
       });
       tr.addEventListener("click", function () { showDetail(i); });
       return tr;
+    }
+    var LIMIT = 1500, WINDOW = 160, rowH = 0, drawnFrom = -1;
+    var all = new Array(N); for (var q = 0; q < N; q++) all[q] = q;
+    var view = all;
+    var wrap = el("div", { cls: "tablewrap" }, rt);
+    function spacer(h) { return el("tr", { cls: "spacer" }, el("td", { colspan: String(cols.length), style: "height:" + h + "px" })); }
+    function draw(force) {
+      var frag = document.createDocumentFragment();
+      if (view.length <= LIMIT) {
+        rt.classList.remove("virtual");
+        body.textContent = "";
+        view.forEach(function (i) { frag.appendChild(makeRow(i)); });
+        body.appendChild(frag);
+        return;
+      }
+      rt.classList.add("virtual");
+      if (!rowH) { body.textContent = ""; var probe = makeRow(view[0]); body.appendChild(probe); rowH = probe.getBoundingClientRect().height || 27; }
+      var top = Math.max(0, Math.floor((wrap.scrollTop - rt.tHead.offsetHeight) / rowH) - WINDOW / 4);
+      top -= top % 20;
+      if (!force && top === drawnFrom) return;
+      drawnFrom = top;
+      var end = Math.min(view.length, top + WINDOW);
+      body.textContent = "";
+      frag.appendChild(spacer(top * rowH));
+      for (var k = top; k < end; k++) frag.appendChild(makeRow(view[k]));
+      frag.appendChild(spacer((view.length - end) * rowH));
+      body.appendChild(frag);
+    }
+    var pending = false;
+    wrap.addEventListener("scroll", function () {
+      if (view.length <= LIMIT || pending) return;
+      pending = true; requestAnimationFrame(function () { pending = false; draw(false); });
     });
-    var frag = document.createDocumentFragment(); trs.forEach(function (tr) { frag.appendChild(tr); }); body.appendChild(frag);
-    rt.appendChild(body);
     var detail = el("aside", { id: "detail", cls: "card" }, el("div", { cls: "empty-hint", text: "Click a row of the table to see that image's maps for every method and layer, with their metric values." }));
-    pi.appendChild(el("div", { cls: "split" }, el("div", { cls: "tablewrap" }, rt), detail));
+    pi.appendChild(el("div", { cls: "split" }, wrap, detail));
     app.appendChild(pi);
+    draw(true);
 
-    function val(r, key) { return typeof key === "number" ? r.values[key] : r[key]; }
     function sortRows() {
       Array.prototype.forEach.call(htr.children, function (th) { th.removeAttribute("aria-sort"); if (th.getAttribute("data-key") === String(sortKey)) th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending"); });
-      var idx = R.map(function (_, i) { return i; });
-      idx.sort(function (a, b) {
-        var x = val(R[a], sortKey), y = val(R[b], sortKey);
-        if (x === null || x === undefined) return (y === null || y === undefined) ? a - b : 1;
-        if (y === null || y === undefined) return -1;
-        if (typeof x === "number" && typeof y === "number") return (x - y) * sortDir || a - b;
-        return String(x).localeCompare(String(y), undefined, { numeric: true }) * sortDir || a - b;
-      });
-      var f = document.createDocumentFragment(); idx.forEach(function (i) { f.appendChild(trs[i]); }); body.appendChild(f);
+      var cmp;
+      if (typeof sortKey === "number") {
+        var col = V[sortKey];
+        cmp = function (a, b) {
+          var x = col[a], y = col[b];
+          if (x !== x || x === null || x === undefined) return (y !== y || y === null || y === undefined) ? a - b : 1;
+          if (y !== y || y === null || y === undefined) return -1;
+          return (x - y) * sortDir || a - b;
+        };
+      } else {
+        var rk = RANK[sortKey] || (RANK[sortKey] = ranks(LISTS[sortKey])), ix = C[sortKey];
+        cmp = function (a, b) { return (rk[ix[a]] - rk[ix[b]]) * sortDir || a - b; };
+      }
+      all.sort(cmp);
+      applyFilter();
     }
     function applyFilter() {
-      R.forEach(function (r, i) {
-        var ok = (!F.method || r.method === F.method) && (!F.layer || r.layer === F.layer) && (!F.q || r.sample.toLowerCase().indexOf(F.q) >= 0 || String(r.target_name).toLowerCase().indexOf(F.q) >= 0);
-        trs[i].style.display = ok ? "" : "none";
+      var okSample = null;
+      if (F.q) {
+        okSample = T.samples.map(function (s) { return String(s).toLowerCase().indexOf(F.q) >= 0; });
+        var okName = T.target_names.map(function (s) { return String(s).toLowerCase().indexOf(F.q) >= 0; });
+      }
+      var mi = F.method ? D.methods.indexOf(F.method) : -1, li = F.layer ? D.layers.indexOf(F.layer) : -1;
+      view = (mi < 0 && li < 0 && !okSample) ? all : all.filter(function (i) {
+        return (mi < 0 || C.method[i] === mi) && (li < 0 || C.layer[i] === li) && (!okSample || okSample[C.sample[i]] || okName[C.target_name[i]]);
       });
+      wrap.scrollTop = 0; drawnFrom = -1;
+      draw(true);
     }
-    function curvesSvg(recs, kind) {
+    function curvesSvg(recs, kind, dashed) {
       var W = 200, H = 120, P = 22;
       var svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
       svg.setAttribute("class", "curves"); svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("viewBox", "0 0 " + W + " " + H);
@@ -324,7 +398,9 @@
       recs.forEach(function (r) {
         var c = r.curves[kind]; if (!c || c.length < 2) return;
         var pts = c.map(function (v, i) { return (P + (W - 6 - P) * i / (c.length - 1)).toFixed(1) + "," + (H - P - (H - P - 6) * Math.max(0, Math.min(1, v))).toFixed(1); }).join(" ");
-        add("polyline", { points: pts, fill: "none", stroke: PALETTE[D.methods.indexOf(r.method) % PALETTE.length], "stroke-width": "1.6" });
+        var line = { points: pts, fill: "none", stroke: PALETTE[D.methods.indexOf(r.method) % PALETTE.length], "stroke-width": "1.6" };
+        if (dashed) line["stroke-dasharray"] = "4 2";
+        add("polyline", line);
       });
       return svg;
     }
@@ -336,10 +412,20 @@
       var parts = Object.keys(why).map(function (w) { return w + ": " + uniq(why[w]).join(", "); });
       return parts.length ? el("div", { cls: "small na-note", text: parts.join("; ") }) : null;
     }
+    var bySample = null;     // sample → its records, built on the first click
+    function sameImage(i) {
+      if (!bySample) {
+        bySample = new Array(T.samples.length);
+        for (var k = 0; k < N; k++) { var s0 = C.sample[k]; (bySample[s0] || (bySample[s0] = [])).push(k); }
+      }
+      var t = JSON.stringify(C.target[i]);
+      return bySample[C.sample[i]].filter(function (k) { return C.target[k] === C.target[i] || JSON.stringify(C.target[k]) === t; }).map(rec);
+    }
     function showDetail(i) {
-      var r0 = R[i];
-      trs.forEach(function (tr) { tr.classList.remove("on"); }); trs[i].classList.add("on");
-      var same = R.filter(function (r) { return r.sample === r0.sample && String(r.target) === String(r0.target); });
+      var r0 = rec(i);
+      selected = i;
+      Array.prototype.forEach.call(body.children, function (tr) { tr.classList.toggle("on", tr.getAttribute("data-index") === String(i)); });
+      var same = sameImage(i);
       var img = null; same.forEach(function (r) { if (img === null && r.image !== null && r.image !== undefined) img = D.images[r.image]; });
       detail.textContent = "";
       detail.setAttribute("data-sample", r0.sample);
@@ -368,7 +454,7 @@
             mv.appendChild(el("div", { title: k + ": " + (v === null ? (r.notes[k] || "n/a") : M[k].description || "") }, el("span", { text: k + " " + arrow(k) }),
               el("b", { cls: v === null ? "na" : "", text: v === null ? "n/a" : fmt(v, M[k].unit, M[k].unit === "%" ? 1 : 3) + (M[k].unit === "%" ? "%" : "") })));
           });
-          tr.appendChild(el("td", { cls: "detail-cell" + (r === r0 ? " sel" : "") }, pic, mv));
+          tr.appendChild(el("td", { cls: "detail-cell" + (r.i === i ? " sel" : "") }, pic, mv));
         });
         g.appendChild(tr);
       });
@@ -376,11 +462,17 @@
       var signedAny = methods.some(function (m) { return D.signed[m]; }), unsignedAny = methods.some(function (m) { return !D.signed[m]; });
       if (img) { if (unsignedAny) detail.appendChild(colourbar(false)); if (signedAny) detail.appendChild(el("div", null, colourbar(true))); }
       var atLayer = same.filter(function (r) { return r.layer === r0.layer && (r.curves.deletion || r.curves.insertion); });
+      var mean = false;
+      if (!atLayer.length) {     // this image's curves are not kept (no saved map): the method's mean at this layer
+        atLayer = methods.map(function (m) { var c = (T.curve_means || {})[m + "\t" + r0.layer]; return c ? { method: m, curves: c } : null; })
+          .filter(function (r) { return r && (r.curves.deletion || r.curves.insertion); });
+        mean = atLayer.length > 0;
+      }
       if (atLayer.length) {
         var kinds = ["deletion", "insertion"].filter(function (k) { return atLayer.some(function (r) { return r.curves[k]; }); });
         var kindText = kinds.join(" / ");
-        detail.appendChild(el("h3", { style: "margin-top:12px", text: kindText.charAt(0).toUpperCase() + kindText.slice(1) + " curve" + (kinds.length > 1 ? "s" : "") + " at " + r0.layer + " (class score vs fraction of pixels)" }));
-        detail.appendChild(el("div", { style: "display:flex;gap:8px;flex-wrap:wrap" }, kinds.map(function (k) { return curvesSvg(atLayer, k); })));
+        detail.appendChild(el("h3", { style: "margin-top:12px", text: kindText.charAt(0).toUpperCase() + kindText.slice(1) + " curve" + (kinds.length > 1 ? "s" : "") + " at " + r0.layer + (mean ? ", mean over " + atLayer[0].curves.n + " images (per-image curves are kept for the images with saved maps)" : " (class score vs fraction of pixels)") }));
+        detail.appendChild(el("div", { style: "display:flex;gap:8px;flex-wrap:wrap" }, kinds.map(function (k) { return curvesSvg(atLayer, k, mean); })));
         detail.appendChild(el("div", { cls: "legend" }, atLayer.map(function (r) { return el("span", null, el("i", { style: "background:" + PALETTE[D.methods.indexOf(r.method) % PALETTE.length] }), r.method); })));
       }
     }
