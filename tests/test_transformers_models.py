@@ -99,6 +99,33 @@ def test_resnet_lrp_equals_the_plainly_traced_equivalent(composite):
                                atol=1e-12)
 
 
+def test_meta_evaluation_records_no_nodes():
+    """Evaluating a node on meta values runs modules and reads parameters while fx's patches are on: none of that may
+    enter the graph (the HF ResNet's graph is the plain one plus the 3 nodes of its channel check)."""
+    from cnnlens.lrp.graph import _Tracer
+    from cnnlens.lrp.tracing import ConcreteShapeTracer, tracer_for
+
+    hf = _resnet()
+    view = logits_model(hf, _x(1))
+    tracer = tracer_for(view)
+    assert isinstance(tracer, ConcreteShapeTracer)
+    got = tracer.trace(view)
+    plain = _Plain(hf)
+    want = _Tracer().trace(plain)
+    name_in_hf = {id(m): name for name, m in hf.named_modules()}
+    plain_modules = dict(plain.named_modules())
+    assert [n.target for n in got.nodes if n.op == "call_module"] == [
+        name_in_hf[id(plain_modules[n.target])] for n in want.nodes if n.op == "call_module"]
+    assert len(got.nodes) == len(want.nodes) + 3
+    assert not tracer.values  # the meta values are dropped after the trace
+    config = transformers.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+    convnext = transformers.ConvNextForImageClassification(config).eval()
+    graph = tracer_for(convnext).trace(logits_model(convnext, _x(1)))
+    attrs = [n.target for n in graph.nodes if n.op == "get_attr"]
+    assert len(attrs) == len(set(attrs)) and len(graph.nodes) < 60
+    assert isinstance(tracer_for(_Plain(hf)), _Tracer) and not isinstance(tracer_for(_Plain(hf)), ConcreteShapeTracer)
+
+
 def test_wrong_channel_count_is_one_clear_error():
     """A plan traced for the config's 3 channels is not run on a 4-channel input."""
     hf = _resnet()

@@ -22,12 +22,6 @@ from torch import Tensor, nn
 
 from .graph import _Tracer
 
-try:
-    from torch.nn.utils.stateless import _reparametrize_module
-except ImportError:  # pragma: no cover - a torch without it: shape checks fail to trace as in plain fx
-    def _reparametrize_module(module, state):
-        raise LookupError("torch.nn.utils.stateless._reparametrize_module is unavailable")
-
 _MISSING = object()
 
 
@@ -76,6 +70,7 @@ class ConcreteShapeTracer(_Tracer):
         super().__init__()
         self.example = _to_meta(example)
         self.values: dict[fx.Node, Any] = {}
+        self.evaluating = False
 
     def trace(self, root, concrete_args=None):
         try:
@@ -110,19 +105,30 @@ class ConcreteShapeTracer(_Tracer):
         if kind == "call_module":
             module = self.root.get_submodule(target)
             state = {k: _to_meta(v) for k, v in [*module.named_parameters(), *module.named_buffers()]}
-            # the leaf's own forward (not ``module(...)``, which fx has patched to record a node), on meta parameters
-            with _reparametrize_module(module, state):
-                return module.forward(*args, **kwargs)
+            return torch.func.functional_call(module, state, tuple(args), kwargs)
         raise LookupError(kind)
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
         if kind != "output":
+            self.evaluating = True  # while fx's patches (module call, parameter access) are on: record nothing
             try:
                 self.values[proxy.node] = self._evaluate(kind, target, args, kwargs)
             except Exception:  # noqa: BLE001 - no meta value: control flow on this node fails as in plain fx
                 pass
+            finally:
+                self.evaluating = False
         return proxy
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self.evaluating:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def call_module(self, m, forward, args, kwargs):
+        if self.evaluating:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
 
     # -- control flow -------------------------------------------------------------------------------------------------
     def _concrete(self, obj: fx.Proxy) -> Any:
