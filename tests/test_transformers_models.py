@@ -101,7 +101,7 @@ def test_resnet_lrp_equals_the_plainly_traced_equivalent(composite):
 
 def test_meta_evaluation_records_no_nodes():
     """Evaluating a node on meta values runs modules and reads parameters while fx's patches are on: none of that may
-    enter the graph (the HF ResNet's graph is the plain one plus the 3 nodes of its channel check)."""
+    enter the graph (the HF ResNet's graph is the plain one plus the 4 nodes of its guarded channel check)."""
     from cnnlens.lrp.graph import _Tracer
     from cnnlens.lrp.tracing import ConcreteShapeTracer, tracer_for
 
@@ -116,7 +116,7 @@ def test_meta_evaluation_records_no_nodes():
     plain_modules = dict(plain.named_modules())
     assert [n.target for n in got.nodes if n.op == "call_module"] == [
         name_in_hf[id(plain_modules[n.target])] for n in want.nodes if n.op == "call_module"]
-    assert len(got.nodes) == len(want.nodes) + 3
+    assert len(got.nodes) == len(want.nodes) + 4  # shape, [1], != and its guard
     assert not tracer.values  # the meta values are dropped after the trace
     config = transformers.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
     convnext = transformers.ConvNextForImageClassification(config).eval()
@@ -142,6 +142,28 @@ def test_convnext_traces_and_names_its_layernorm():
         cnnlens.explain(hf, _x(), "lrp")
     with pytest.raises(UnsupportedOperationError, match="LayerNorm"):
         get_plan(logits_model(hf, _x(1)))
+
+
+def test_branch_decided_while_tracing_is_guarded():
+    """A branch on the input's size is traced at the example size (224); the guard node fails clearly on an input that
+    takes the other branch instead of explaining a model the input never ran through."""
+
+    class SizeBranch(transformers.ResNetForImageClassification):
+        def forward(self, pixel_values=None, **kwargs):
+            if pixel_values.shape[-1] > 40:
+                pixel_values = torch.nn.functional.avg_pool2d(pixel_values, 2)
+            return super().forward(pixel_values, **kwargs)
+
+    torch.manual_seed(0)
+    hf = SizeBranch(_resnet().config).eval()
+    x = _x(2, 48)
+    e = cnnlens.explain(hf, x, "lrp")
+    torch.testing.assert_close(e.logits, hf(x).logits)
+    with pytest.raises(UnsupportedOperationError, match="another Python branch.*224"):
+        cnnlens.explain(hf, _x(2, 32), "lrp")
+    view = logits_model(hf, x)
+    with pytest.raises(UnsupportedOperationError, match="another Python branch"):  # the HF channel check's branch
+        lrp_attribute(view, torch.randn(1, 4, 48, 48), torch.ones(1, 10))
 
 
 def test_data_dependent_control_flow_still_fails_clearly():

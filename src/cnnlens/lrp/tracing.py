@@ -5,8 +5,9 @@ RegNet, ... embeddings): the condition is a proxy. :class:`ConcreteShapeTracer` 
 and alongside every node it propagates a value on the ``meta`` device (shapes and dtypes, no data, no compute) from an
 example input; a condition, ``len`` or unpacking on a proxy then uses that concrete value. The graph itself stays
 symbolic (``x.shape[0]``, ``x.view(n, -1)`` are still nodes), so the plan works for every batch size; only a branch
-taken in Python is fixed, at the example input's shape. Conditions on tensor *data* (``if x.sum() > 0``) still fail:
-meta tensors hold no data.
+taken in Python is fixed, at the example input's shape, and a :func:`branch_guard` node after it re-checks the
+condition whenever the plan runs (one clear error if another input would take the other branch). Conditions on tensor
+*data* (``if x.sum() > 0``) still fail to trace: meta tensors hold no data.
 
 :func:`tracer_for` picks it for a ``transformers`` ``PreTrainedModel`` (recognised by its classes' module path, so
 transformers is never imported here), with the example input (1, ``config.num_channels``, S, S), S =
@@ -20,6 +21,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from ..errors import UnsupportedOperationError
 from .graph import _Tracer
 
 _MISSING = object()
@@ -54,6 +56,15 @@ def tracer_for(model: nn.Module) -> fx.Tracer:
     if is_transformers_model(shown):
         return ConcreteShapeTracer(_example_input(shown))
     return _Tracer()
+
+
+def branch_guard(condition: Any, taken: bool, traced_shape: tuple) -> None:
+    """Graph node after a Python branch decided while tracing: raises when ``condition`` now takes the other branch
+    (e.g. a shape-dependent branch on an input of another size than the traced example)."""
+    if bool(condition) != taken:
+        raise UnsupportedOperationError(
+            f"the model's forward takes another Python branch on this input than on the example input "
+            f"{traced_shape} it was traced with for LRP (a condition on the input's shape); pass inputs of that shape")
 
 
 def _to_meta(value: Any) -> Any:
@@ -141,7 +152,10 @@ class ConcreteShapeTracer(_Tracer):
         value = self._concrete(obj)
         if value is _MISSING:
             return super().to_bool(obj)
-        return bool(value)
+        taken = bool(value)
+        # the branch is fixed in the graph: a guard node re-checks the condition on every input the plan runs on
+        self.create_proxy("call_function", branch_guard, (obj, taken, tuple(self.example.shape)), {})
+        return taken
 
     def iter(self, obj: fx.Proxy):
         value = self._concrete(obj)
