@@ -262,7 +262,8 @@ class Plan:
         if bn not in ("fold", "pass"):
             raise ValueError(f"bn must be 'fold' or 'pass', got {bn!r}")
         self.bn = bn
-        tracer = _Tracer()
+        from .tracing import tracer_for  # a transformers model's shape checks are decided on meta values
+        tracer = tracer_for(model)
         with preserved(model):
             try:
                 self.graph = tracer.trace(model)
