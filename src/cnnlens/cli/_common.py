@@ -237,9 +237,12 @@ def metric_names_from_sources() -> set[str]:
     return names
 
 
-def check_metric_names(metrics: str) -> None:
-    """Unknown --metrics names → one-line InputError before torch is loaded (the runner re-checks later)."""
+def check_metric_names(metrics: str | None) -> None:
+    """Unknown --metrics names → one-line InputError before torch is loaded (the runner re-checks later); None: the
+    command's default metrics."""
     from ..errors import suggest
+    if metrics is None:
+        return
     wanted = [m.strip() for m in metrics.split(",") if m.strip()]
     if metrics.strip() == "all":
         return

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._logits import logits_of
 from ..api import explain
 from ..data.sample import Sample
 from ..errors import InputError, TargetError
@@ -30,7 +31,7 @@ def forward_logits(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tenso
     out = []
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch):
-            out.append(model(x[i:i + batch]).float())
+            out.append(logits_of(model(x[i:i + batch])).float())
     return torch.cat(out)
 
 
