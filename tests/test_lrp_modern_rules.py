@@ -466,9 +466,31 @@ def test_dtd_conserves_on_bias_free_float64_models(name):
     torch.manual_seed(0)
     model = _Modern() if name == "modern" else getattr(torchvision.models, name)()
     model = _zero_shifts(model)
-    x = _x((2, 3, 32, 32) if name == "modern" else (2, 3, 64, 64), seed=5)
+    x = _x((2, 3, 16, 16) if name == "modern" else (1, 3, 32, 32), seed=5)
     res = lrp_attribute(model, x, _target, "dtd")
     logit = res.logits.max(1).values
     rel = ((_sum(res.input) - logit).abs() / logit.abs()).max().item()
     assert rel < 1e-9, rel
     assert res.input.std() > 0
+
+
+def test_sglrp_on_a_saturated_softmax_is_not_constant():
+    """Random-init Inception-v3 has logits ~1e10: y_t(e_t − y) underflows to exactly 0 and SGLRP gave a constant map.
+    The rescaled vector (log space) keeps the direction: the map equals that of the vector computed exactly."""
+    import cnnlens
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    net = net.double().eval()
+    with torch.no_grad():
+        net[4].weight.mul_(1e6)
+    x = _x()
+    out = cnnlens.explain(net, x, "sglrp")
+    assert (out.raw.flatten(1).std(1) > 0).all()
+    logits = net(x)
+    t = logits.argmax(1)
+    onehot = F.one_hot(t, 5).to(DT)
+    others = logits.masked_fill(onehot > 0, float("-inf"))
+    q = (others - others.amax(1, keepdim=True)).exp()
+    r0 = torch.where(onehot > 0, q.sum(1, keepdim=True), -q)
+    ref = lrp_attribute(net, x, r0, "dtd").input.sum(1)
+    torch.testing.assert_close(out.raw, ref, rtol=1e-9, atol=0)
