@@ -125,9 +125,9 @@ def sglrp(req: Request, *, mode: str = "paper", composite: str | None = None, re
 
     mode="paper" (default): one signed pass of R = ∂y_t/∂z = y_t(e_t − y), i.e. +y_t·Σ_{n≠t} y_n at t and −y_t·y_n
     elsewhere (sums to 0), with ``dtd`` rules; where the softmax saturates so that this vector underflows to 0 for a
-    sample, the same vector rescaled by 1/(y_t·max_{n≠t} y_n) (computed in log space) is used. mode="reference" (iNNvestigate 1.0.8.3): p = softmax(ReLU(z)), classes
-    with z_n ≤ 0 masked; target pass (p_t(1−p_t) + 1e-8)·e_t, dual pass p_t·p_n (n ≠ t), A = A_t − s·A_o with
-    s = ΣA_t/ΣA_o; ``sglrp-reference`` rules. relu: ReLU before the channel sum (default False, as the reference).
+    sample, the same vector rescaled by 1/(y_t·max_{n≠t} y_n) (computed in log space) is used.
+    mode="reference" (iNNvestigate 1.0.8.3): p = softmax(ReLU(z)), classes with z_n ≤ 0 masked; target pass
+    (p_t(1−p_t) + 1e-8)·e_t, dual pass p_t·p_n (n ≠ t), A = A_t − s·A_o with s = ΣA_t/ΣA_o; ``sglrp-reference`` rules. relu: ReLU before the channel sum (default False, as the reference).
     """
     check_choice("mode", mode, ("paper", "reference"))
     composite = composite or ("sglrp-reference" if mode == "reference" else "dtd")
