@@ -495,3 +495,34 @@ def test_sglrp_on_a_saturated_softmax_is_not_constant():
     r0 = torch.where(onehot > 0, q.sum(1, keepdim=True), -q)
     ref = lrp_attribute(net, x, r0, "dtd").input.sum(1)
     torch.testing.assert_close(out.raw, ref, rtol=1e-9, atol=0)
+
+
+class _CBAM(nn.Module):
+    """CBAM (Woo et al. 2018): channel gate from avg- and max-pooled summaries, spatial gate from the channel mean and
+    max (torch.max with a dim: a (values, indices) tuple)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.mlp = nn.Sequential(nn.Conv2d(4, 2, 1), nn.ReLU(), nn.Conv2d(2, 4, 1))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+        self.out = nn.Identity()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        ch = torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
+        x = x * ch
+        sp = torch.cat([x.mean(1, keepdim=True), torch.max(x, 1, keepdim=True)[0]], 1)
+        x = self.out(x * torch.sigmoid(self.spatial(sp)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_cbam_gates_are_signal_take_all():
+    torch.manual_seed(0)
+    net = _CBAM().double().eval()
+    res = lrp_attribute(net, _x(), _r0(2, 3), "dtd", ["out"])
+    torch.testing.assert_close(_sum(res.input), _sum(res.relevance["out"]), rtol=1e-10, atol=1e-14)
+    rows = conservation(net, _x(), _r0(2, 3), "dtd")
+    assert sum(r["kind"] == "gate" for r in rows) == 2
+    assert all(r["kind"] != "split" for r in rows)  # the gate branches (channel max) receive no relevance

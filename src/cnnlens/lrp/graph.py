@@ -211,11 +211,11 @@ _SQUASH_METHODS = {"sigmoid", "tanh", "erf", "softmax"}
 _ROUTE_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose,
                 torch.stack, torch.movedim, torch.swapaxes, torch.swapdims, torch.narrow, torch.roll, torch.flip,
                 torch.channel_shuffle, F.channel_shuffle, torch.select, torch.unflatten, torch.broadcast_to,
-                torch.repeat_interleave, torch.tile, torch.hstack, torch.vstack}
+                torch.repeat_interleave, torch.tile, torch.hstack, torch.vstack, torch.amax, torch.amin}
 _ROUTE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous",
                   "view_as", "reshape_as", "expand", "expand_as", "repeat", "movedim", "swapaxes", "swapdims",
                   "narrow", "roll", "flip", "select", "unflatten", "broadcast_to", "repeat_interleave", "tile", "T",
-                  "mT"}
+                  "mT", "amax", "amin"}
 #: reshapes that move every value unchanged: relevance is reshaped, no vjp needed
 _RESHAPES = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, "view", "reshape", "flatten", "squeeze",
              "unsqueeze", "contiguous", "view_as", "reshape_as"}
@@ -614,6 +614,9 @@ class Plan:
             return Step(node, "route", f, ins, info={"reshape": f in _RESHAPES})
         if f in _SPLIT_FUNCS:
             return Step(node, "split", f, ins)
+        if f in (torch.max, torch.min) and len(ins) == 1:  # reductions (CBAM's channel max): winner-take-all vjp
+            has_dim = len(node.args) > 1 or "dim" in node.kwargs
+            return Step(node, "split" if has_dim else "route", f, ins)
         if f is F.pad:
             mode = _arg(node, 2, "mode", "constant")
             value = _arg(node, 3, "value", 0.0)
@@ -651,6 +654,9 @@ class Plan:
             return Step(node, "route", out_of_place, ins, info={"reshape": base in _RESHAPES})
         if base in _SPLIT_METHODS:
             return Step(node, "split", out_of_place, ins)
+        if base in ("max", "min") and len(ins) == 1:
+            has_dim = len(node.args) > 1 or "dim" in node.kwargs
+            return Step(node, "split" if has_dim else "route", out_of_place, ins)
         if base in _PASS_METHODS:
             return Step(node, "pass", out_of_place, ins)
         if base in _ACT_METHODS:
