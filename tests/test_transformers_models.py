@@ -133,15 +133,27 @@ def test_wrong_channel_count_is_one_clear_error():
         cnnlens.explain(hf, torch.randn(1, 4, 32, 32), "lrp")
 
 
-def test_convnext_traces_and_names_its_layernorm():
-    """ConvNeXt's forward traces too; its LayerNorm has no LRP rule on this branch: one named error."""
+def test_convnext_traces_and_every_lrp_method_explains_it():
+    """ConvNeXt's forward traces too, and with the LN-rule for its LayerNorms (channels-first ConvNextLayerNorm and
+    nn.LayerNorm) and layer scale as a diagonal linear map, every LRP-family method gives a finite, non-constant map;
+    dtd conserves (biases zeroed, float64)."""
     config = transformers.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
     torch.manual_seed(0)
     hf = transformers.ConvNextForImageClassification(config).eval()
-    with pytest.raises(UnsupportedOperationError, match="LayerNorm"):
-        cnnlens.explain(hf, _x(), "lrp")
-    with pytest.raises(UnsupportedOperationError, match="LayerNorm"):
-        get_plan(logits_model(hf, _x(1)))
+    for method in ("lrp", "sglrp", "clrp", "deep-taylor"):
+        e = cnnlens.explain(hf, _x(), method)
+        assert torch.isfinite(e.raw).all() and float(e.raw.std()) > 0, method
+    hf64 = hf.double()
+    with torch.no_grad():
+        for name, p in hf64.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    x = _x(2, dtype=torch.float64)
+    target = torch.arange(2) % 10
+    res = lrp_attribute(logits_model(hf64, x[:1]), x, lambda z: torch.nn.functional.one_hot(target, 10).to(z) * z,
+                        "dtd")
+    logit = hf64(x).logits.gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(res.input.flatten(1).sum(1), logit, rtol=1e-3, atol=0)
 
 
 def test_branch_decided_while_tracing_is_guarded():
