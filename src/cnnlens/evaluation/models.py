@@ -11,7 +11,7 @@ from ..errors import InputError, ModelError
 
 def open_model(name: str, weights: str | None = None, *, device: str = "cpu", progress: bool = False
                ) -> tuple[nn.Module, str]:
-    """``synthetic-vgg`` / ``synthetic-resnet`` (trained on first use and cached) or a model-zoo name."""
+    """``synthetic-vgg`` / ``synthetic-resnet`` / ``synthetic-senet`` (trained on first use and cached) or a model-zoo name."""
     if name.startswith("synthetic-"):
         from ..data.synthetic import ARCHS, synthetic_model
         arch = name[len("synthetic-"):]
