@@ -58,7 +58,7 @@ def build(spec: str):
         warnings.simplefilter("ignore")
         if source == "tv":
             import torchvision
-            kwargs = {"init_weights": True, "aux_logits": False} if name in ("googlenet", "inception_v3") else {}
+            kwargs = {"init_weights": False, "aux_logits": False} if name in ("googlenet", "inception_v3") else {}
             return getattr(torchvision.models, name)(**kwargs).eval()
         import timm
         return timm.create_model(name, pretrained=False).eval()

@@ -140,8 +140,14 @@ def sglrp(req: Request, *, mode: str = "paper", composite: str | None = None, re
             onehot = _one_hot(targets, logits)
             y = logits.softmax(1)
             y_t = y.gather(1, targets[:, None])
-            return torch.where(onehot > 0, y_t * _rest_sum(y, onehot), -y_t * y)
+            r = torch.where(onehot > 0, y_t * _rest_sum(y, onehot), -y_t * y)
+            state["zero"] = (r == 0).all(1)
+            return r
         res = lrp_attribute(req.model, req.x, initial, composite, **kw)
+        if bool(state["zero"].any()):
+            warnings.warn("SGLRP: the softmax is saturated for some samples (y_t = 1 or 0 in floating point, e.g. "
+                          "logits of a random-init net in the 1e10s), so the softmax gradient y_t(e_t - y) and their "
+                          "maps are zero; explain in float64, or use lrp / clrp", RuntimeWarning, stacklevel=3)
         return _output(req, res.input, state["targets"], res.logits, relu=relu, composite=composite, mode=mode)
 
     def init_ref(logits: Tensor, targets: Tensor):
