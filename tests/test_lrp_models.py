@@ -184,7 +184,8 @@ def _assert_same(model, snap):
 
 
 class _Gated(nn.Module):
-    """Squeeze-excitation-like multiplicative gating: no LRP rule → must raise, naming the op."""
+    """A product of two signals (neither operand is a gate): no LRP rule → must raise, naming the op. (Gates such as
+    squeeze-excitation have a rule since issue 18: tests/test_lrp_modern_rules.py.)"""
 
     def __init__(self):
         super().__init__()
@@ -194,7 +195,7 @@ class _Gated(nn.Module):
 
     def forward(self, x):
         x = torch.relu(self.bn(self.conv(x)))
-        x = x * torch.sigmoid(x.mean((2, 3), keepdim=True))
+        x = x * x
         return self.fc(x.mean((2, 3)))
 
 
@@ -215,7 +216,7 @@ def test_model_untouched_after_success_and_failure():
     _assert_same(gated, snap)
 
 
-@pytest.mark.parametrize("module,match", [(nn.LayerNorm([4, 6, 6]), "LayerNorm"), (nn.Softmax(1), "Softmax"),
+@pytest.mark.parametrize("module,match", [(nn.LPPool2d(2, 1), "LPPool2d"), (nn.Softmax(1), "Softmax"),
                                           (nn.ConvTranspose2d(4, 4, 1), "transposed")])
 def test_unsupported_modules_raise_with_name(module, match):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), module, nn.Flatten(), nn.Linear(144, 3))

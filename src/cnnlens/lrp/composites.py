@@ -26,6 +26,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 MAXPOOL_MODES = ("wta", "split", "unpool_overwrite")
+#: relevance of a product s ⊙ g with a gate g (docs/lrp_rules.md): signal-take-all (default), proportional, half
+GATE_MODES = ("signal", "proportional", "half")
 
 
 class Composite:
@@ -36,17 +38,21 @@ class Composite:
     win over ``first``). norm: rule of residual Adds; avgpool: rule of average pools / means (default ``norm``).
     bn: "fold" (merge into the preceding conv/linear; BatchNorms that follow no conv/linear pass through) or "pass".
     bn_rule: rule of unfolded BatchNorms (Pass). maxpool: "wta" | "split" | "unpool_overwrite" (with ``maxpool_eps``).
+    gate: relevance of a gated product s ⊙ g (squeeze-excitation, split-attention, SiLU written as x·σ(x)):
+    "signal" R_s = R (signal-take-all, Arras et al. 2017), "proportional" R_s = s/(s+g)·R, R_g = g/(s+g)·R, or "half".
     """
 
     def __init__(self, conv: LinearRule, linear: LinearRule, *, first: LinearRule | None = None,
                  first_types: tuple[str, ...] = ("conv",), overrides: Mapping[Any, Rule] | None = None,
                  norm: Norm | None = None, avgpool: Norm | None = None, activation: Pass | None = None,
                  bn: str = "fold", bn_rule: Pass | None = None, maxpool: str = "wta", maxpool_eps: float = 1e-9,
-                 name: str = "custom"):
+                 gate: str = "signal", name: str = "custom"):
         if bn not in ("fold", "pass"):
             raise MethodError(f"bn must be 'fold' or 'pass', got {bn!r}")
         if maxpool not in MAXPOOL_MODES:
             raise MethodError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
+        if gate not in GATE_MODES:
+            raise MethodError(f"gate must be one of {GATE_MODES}, got {gate!r}")
         self.conv, self.linear, self.first, self.first_types = conv, linear, first, tuple(first_types)
         self.overrides = dict(overrides or {})
         self.norm = norm if norm is not None else Norm()
@@ -54,6 +60,7 @@ class Composite:
         self.activation = activation if activation is not None else Pass()
         self.bn, self.bn_rule = bn, bn_rule if bn_rule is not None else Pass()
         self.maxpool, self.maxpool_eps = maxpool, maxpool_eps
+        self.gate = gate
         self.name = name
 
     def override(self, module_name: str | None, module_class: type | None) -> Rule | None:
@@ -101,64 +108,69 @@ def _scalar_bounds(model):
 
 # -------------------------------------------------------------------------------------------------- factories
 
-def _epsilon_plus(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None):
-    return Composite(ZPlus(stabilizer), Epsilon(epsilon), norm=Norm(stabilizer), bn=bn, overrides=overrides,
+def _epsilon_plus(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None, gate="signal"):
+    return Composite(ZPlus(stabilizer), Epsilon(epsilon), norm=Norm(stabilizer), bn=bn, overrides=overrides, gate=gate,
                      name="epsilon-plus")
 
 
-def _epsilon_plus_flat(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None):
+def _epsilon_plus_flat(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None, gate="signal"):
     return Composite(ZPlus(stabilizer), Epsilon(epsilon), first=Flat(stabilizer), first_types=("conv", "linear"),
-                     norm=Norm(stabilizer), bn=bn, overrides=overrides, name="epsilon-plus-flat")
+                     norm=Norm(stabilizer), bn=bn, overrides=overrides, gate=gate, name="epsilon-plus-flat")
 
 
 def _epsilon_gamma_box(*, low=None, high=None, epsilon=1e-6, gamma=0.25, stabilizer=1e-6, bn="fold",
-                       overrides=None):
+                       overrides=None, gate="signal"):
     return Composite(Gamma(gamma, stabilizer), Epsilon(epsilon), first=ZBox(low, high, stabilizer),
-                     norm=Norm(stabilizer), bn=bn, overrides=overrides, name="epsilon-gamma-box")
+                     norm=Norm(stabilizer), bn=bn, overrides=overrides, gate=gate, name="epsilon-gamma-box")
 
 
-def _epsilon_alpha2_beta1(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None):
+def _epsilon_alpha2_beta1(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None, gate="signal"):
     return Composite(AlphaBeta(2.0, 1.0, stabilizer), Epsilon(epsilon), norm=Norm(stabilizer), bn=bn,
-                     overrides=overrides, name="epsilon-alpha2-beta1")
+                     overrides=overrides, gate=gate, name="epsilon-alpha2-beta1")
 
 
-def _epsilon_alpha2_beta1_flat(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None):
+def _epsilon_alpha2_beta1_flat(*, epsilon=1e-6, stabilizer=1e-6, bn="fold", overrides=None, gate="signal"):
     return Composite(AlphaBeta(2.0, 1.0, stabilizer), Epsilon(epsilon), first=Flat(stabilizer),
-                     first_types=("conv", "linear"), norm=Norm(stabilizer), bn=bn, overrides=overrides,
+                     first_types=("conv", "linear"), norm=Norm(stabilizer), bn=bn, overrides=overrides, gate=gate,
                      name="epsilon-alpha2-beta1-flat")
 
 
-def _dtd(*, low=None, high=None, stabilizer="exact_zero", bn="fold", maxpool="wta", overrides=None):
+def _dtd(*, low=None, high=None, stabilizer="exact_zero", bn="fold", maxpool="wta", overrides=None, gate="signal"):
     s = Stabilizer.ensure(stabilizer)
-    return Composite(ZPlus(s, bias="none"), ZPlus(s, bias="none"), first=ZBox(low, high, s), norm=Norm(s), bn=bn,
-                     maxpool=maxpool, overrides=overrides, name="dtd")
+    # linear neurons (linear-bottleneck projections, convs before SiLU/GELU) get the DTD rule for negative outputs
+    # where z⁺ has nothing to redistribute over (ZPlus ``linear_neurons``), so dtd conserves on every family
+    zp = ZPlus(s, bias="none", linear_neurons="negative")
+    return Composite(zp, zp, first=ZBox(low, high, s), norm=Norm(s), bn=bn,
+                     maxpool=maxpool, overrides=overrides, gate=gate, name="dtd")
 
 
-def _sglrp_reference(*, low=None, high=None, stabilizer=Stabilizer("exact_zero", 1e-7), bn="fold", overrides=None):
+def _sglrp_reference(*, low=None, high=None, stabilizer=Stabilizer("exact_zero", 1e-7), bn="fold", overrides=None,
+                     gate="signal"):
     s = Stabilizer.ensure(stabilizer)
     return Composite(ZPlus(s, bias="full"), ZPlus(s, bias="full"), first=ZBox(low, high, s), norm=Norm(s), bn=bn,
-                     overrides=overrides, name="sglrp-reference")
+                     overrides=overrides, gate=gate, name="sglrp-reference")
 
 
 def _clrp_reference(*, low=None, high=None, stabilizer=Stabilizer("add", 1e-9), bn="fold", maxpool="split",
-                    overrides=None):
+                    overrides=None, gate="signal"):
     s = Stabilizer.ensure(stabilizer)
     return Composite(ZPlus(s, bias="none"), ZPlus(s, bias="none"), first=ZBox(low, high, s), norm=Norm(s), bn=bn,
-                     maxpool=maxpool, overrides=overrides, name="clrp-reference")
+                     maxpool=maxpool, overrides=overrides, gate=gate, name="clrp-reference")
 
 
-def _relevance_cam_reference(*, conv_bias="reference", bn="pass", stabilizer="exact_zero", overrides=None):
+def _relevance_cam_reference(*, conv_bias="reference", bn="pass", stabilizer="exact_zero", overrides=None, gate="signal"):
     if conv_bias not in ("reference", "none"):
         raise MethodError(f"conv_bias must be 'reference' (2·b) or 'none', got {conv_bias!r}")
     s = Stabilizer.ensure(stabilizer)
     return Composite(ZPlus(s, bias="double" if conv_bias == "reference" else "none"), ZPlus(s, bias="none"),
                      first=ZBox(None, None, s), norm=Norm(s), avgpool=Norm(s, positive=True), bn=bn,
-                     bn_rule=Pass(zero_where_input_zero=True), overrides=overrides, name="relevance-cam-reference")
+                     bn_rule=Pass(zero_where_input_zero=True), overrides=overrides, gate=gate, name="relevance-cam-reference")
 
 
-def _sr_reference(*, stabilizer=Stabilizer("add", 1e-9), maxpool="wta", bn="fold", overrides=None):
+def _sr_reference(*, stabilizer=Stabilizer("add", 1e-9), maxpool="wta", bn="fold", overrides=None,
+                  gate="signal"):
     s = Stabilizer.ensure(stabilizer)
-    return Composite(Epsilon(s), ZPlus(s, bias="none"), norm=Norm(s), bn=bn, maxpool=maxpool, overrides=overrides,
+    return Composite(Epsilon(s), ZPlus(s, bias="none"), norm=Norm(s), bn=bn, maxpool=maxpool, overrides=overrides, gate=gate,
                      name="sr-reference")
 
 

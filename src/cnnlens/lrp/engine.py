@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, LayerError, UnsupportedOperationError
 from .composites import Composite, get_composite
-from .graph import Plan, Step, get_plan, maxpool_params
+from .graph import Plan, Step, _describe, get_plan, maxpool_params
 
 InitialRelevance = Union[Tensor, Callable[[Tensor], Tensor]]
 
@@ -177,17 +177,32 @@ def _propagate(plan: Plan, step: Step, vals: dict, r: Tensor, comp: Composite, f
     if kind == "bn":
         rule = comp.override(step.module_name, None) or comp.bn_rule
         return [(step.inputs[0], rule.relevance(vals[step.inputs[0]], r))]
-    if kind == "add":
-        xs = [vals[a] for a in node.args]
+    if kind == "add":  # z-rule of a sum (Norm): R_k = x_k R / Σ x; a subtrahend is the term −y; constants absorb
+        xs = [vals[a] if isinstance(a, fx.Node) else a for a in node.args]
+        signs = step.info.get("signs")
+        if signs is not None and signs[1] == -1:
+            xs[1] = -xs[1]
         parts = comp.norm.split_add(xs, vals[node], r)
-        return [(a, _unbroadcast(p, vals[a].shape)) for a, p in zip(node.args, parts) if isinstance(vals[a], Tensor)]
+        return [(a, _unbroadcast(p, vals[a].shape)) for a, p in zip(node.args, parts)
+                if isinstance(a, fx.Node) and plan.dep[a]]
+    if kind == "scale":  # x·c, x/c, −x: a diagonal linear map, R_x = R_y (z-rule; layer scale, §3)
+        src = step.info["src"]
+        return [(src, _unbroadcast(r, vals[src].shape))]
+    if kind == "gate":
+        return _gate(step, vals, r, comp)
+    if kind == "norm":
+        return [(node.args[0], _ln_rule(step, vals, r, comp))]
+    if kind == "getitem":
+        return [(node.args[0], _Parts({step.info["index"]: r}))]
+    if kind == "split":
+        return _split(step, vals, r)
     if kind == "cat":
         tensors = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         sizes = [vals[t].shape[dim] for t in tensors]
         return list(zip(tensors, torch.split(r, sizes, dim=dim)))
     if kind == "route":
-        return _route(step, vals, r)
+        return _route(plan, step, vals, r)
     if kind == "maxpool":
         return [(step.inputs[0], _maxpool(step, vals, r, comp))]
     if kind == "avgpool":
@@ -195,6 +210,77 @@ def _propagate(plan: Plan, step: Step, vals: dict, r: Tensor, comp: Composite, f
     if kind in ("const", "meta", "input"):
         return []
     raise UnsupportedOperationError(f"LRP has no rule for node {node.name} ({kind})")  # pragma: no cover
+
+
+class _Parts(dict):
+    """Relevance of a tuple-valued node (chunk / split / unbind), per element index; sums merge per index."""
+
+    def __add__(self, other: "_Parts") -> "_Parts":
+        out = _Parts(self)
+        for k, v in other.items():
+            out[k] = v if k not in out else out[k] + v
+        return out
+
+
+def _split(step: Step, vals: dict, r: "_Parts") -> list:
+    """chunk / split / unbind / tensor_split: each piece's relevance goes back to its place (the vjp; pieces that got
+    no relevance contribute zeros)."""
+    src = step.node.args[0]
+    with torch.enable_grad():
+        xt = vals[src].detach().requires_grad_()
+        out = _call(step, vals, {src: xt})
+        pieces = [(out[i], g) for i, g in r.items()]
+        grad = torch.autograd.grad([p for p, _ in pieces], xt, [g for _, g in pieces])[0]
+    return [(src, grad)]
+
+
+def _gate(step: Step, vals: dict, r: Tensor, comp: Composite) -> list:
+    """z = s ⊙ g with g a gate (lrp_modern_layers.md §1). ``comp.gate``: "signal" (default): R_s = R_z, R_g = 0,
+    signal-take-all (Arras et al. 2017, WASSA; "LRP-all" in Arras et al. 2019, BlackboxNLP); "proportional":
+    R_s = s/(s+g)·R_z, R_g = g/(s+g)·R_z ("LRP-prop", ibid.); "half": R_s = R_g = R_z/2 ("LRP-half", ibid.)."""
+    s_node, g_node = step.info["signal"], step.info["gate"]
+    s_val, g_val = vals[s_node], vals[g_node]
+    if comp.gate == "signal":
+        return [(s_node, _unbroadcast(r, s_val.shape))]
+    if comp.gate == "half":
+        half = r * 0.5
+        return [(s_node, _unbroadcast(half, s_val.shape)), (g_node, _unbroadcast(half, g_val.shape))]
+    t = comp.norm._stab.divide(r, s_val + g_val)
+    return [(s_node, _unbroadcast(s_val * t, s_val.shape)), (g_node, _unbroadcast(g_val * t, g_val.shape))]
+
+
+def _ln_rule(step: Step, vals: dict, r: Tensor, comp: Composite) -> Tensor:
+    """LN-rule (Ali et al., ICML 2022, §3.2; lrp_modern_layers.md §3) for LayerNorm / GroupNorm: σ held constant,
+    y_j = Σ_i x_i (δ_ij − 1/C) γ_j/σ + β_j is a linear map, explained with the ε/z-rule (the composite's ``norm``
+    stabiliser, z_j = the recorded y_j): R_i = x_i/σ · (γ_i S_i − mean_j γ_j S_j), S = R / y, over each normalised
+    group. Conserves up to β and the stabiliser."""
+    node, info = step.node, step.info
+    x, y = vals[node.args[0]], vals[node]
+    if "module" in info:
+        m = info["module"]
+        gamma, eps = m.weight, m.eps
+    else:
+        def arg(pos, key, default):
+            a = node.args[pos] if len(node.args) > pos else node.kwargs.get(key, default)
+            return vals[a] if isinstance(a, fx.Node) else a
+        gamma, eps = arg(2, "weight", None), arg(4, "eps", 1e-5)
+        if info["functional"] is F.group_norm:
+            info = {"groups": arg(1, "num_groups", None)}
+        else:
+            info = {"normalized_shape": arg(1, "normalized_shape", None)}
+    s = comp.norm._stab.divide(r, y)
+    if "groups" in info:
+        n, c = x.shape[:2]
+        xg = x.reshape(n, info["groups"], -1)
+        sigma = (xg.var(-1, unbiased=False, keepdim=True) + eps).sqrt()
+        t = s if gamma is None else s * gamma.view(1, c, *([1] * (x.dim() - 2)))
+        tg = t.reshape(n, info["groups"], -1)
+        return (xg / sigma * (tg - tg.mean(-1, keepdim=True))).reshape(x.shape)
+    shape = info["normalized_shape"]
+    dims = tuple(range(x.dim() - len(tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)), x.dim()))
+    sigma = (x.var(dims, unbiased=False, keepdim=True) + eps).sqrt()
+    t = s if gamma is None else s * gamma
+    return x / sigma * (t - t.mean(dims, keepdim=True))
 
 
 def _unbroadcast(r: Tensor, shape) -> Tensor:
@@ -225,16 +311,17 @@ def _call(step: Step, vals: dict, override: dict[fx.Node, Tensor]) -> Tensor:
     return step.fwd(*args, **kwargs)
 
 
-def _route(step: Step, vals: dict, r: Tensor):
+def _route(plan: Plan, step: Step, vals: dict, r: Tensor):
+    """Routing ops (reshape, permute, slicing, stack, expand, pad, nearest upsampling, channel shuffle): relevance moves
+    with the values (the vector-Jacobian product of R; broadcast copies are summed back), lrp_modern_layers.md §5."""
     node = step.node
-    tensor_inputs = [n for n in step.inputs if isinstance(vals[n], Tensor)]
-    if len(tensor_inputs) == 1:
+    tensor_inputs = [n for n in step.inputs if plan.dep[n] and isinstance(vals[n], Tensor)]
+    if not tensor_inputs:
+        raise UnsupportedOperationError(f"relevance reached {_describe(node)}, whose inputs carry none")
+    if len(tensor_inputs) == 1 and step.info.get("reshape"):
         src = tensor_inputs[0]
         x = vals[src]
-        if r.numel() == x.numel() and step.fwd is not None and (
-                node.target in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
-                or node.target in ("view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous", "view_as",
-                                   "reshape_as") or node.op == "call_module"):
+        if r.numel() == x.numel():
             return [(src, r.reshape(x.shape))]
 
     def fn(*xs):
@@ -316,12 +403,16 @@ def conservation(model: nn.Module, x: Tensor, initial_relevance: InitialRelevanc
     plan = get_plan(model, comp.bn)
     rows: list[dict] = []
 
+    def per_sample(t, n):
+        if isinstance(t, _Parts):  # a tuple-valued node: the relevance of all its pieces
+            return sum(v.reshape(n, -1).sum(1) for v in t.values())
+        return t.reshape(n, -1).sum(1)
+
     def record(step, r, contributions):
-        n = r.shape[0]
-        total = sum((c.reshape(n, -1).sum(1) for _, c in contributions), torch.zeros(n, dtype=r.dtype,
-                                                                                        device=r.device))
+        n = x.shape[0]
+        total = sum((per_sample(c, n) for _, c in contributions), torch.zeros(n, dtype=x.dtype, device=x.device))
         rows.append({"node": step.node.name, "module": step.module_name, "kind": step.kind,
-                     "out": r.reshape(n, -1).sum(1), "in": total})
+                     "out": per_sample(r, n), "in": total})
     with torch.no_grad():
         vals = engine_forward(plan, x.detach())
         logits = vals[plan.output.node]

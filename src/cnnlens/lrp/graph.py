@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -40,7 +41,7 @@ class LinearLayer:
         self.module_class = type(module)
         self.weight: Tensor = module.weight.detach()
         self.bias: Tensor | None = None if module.bias is None else module.bias.detach()
-        self.is_conv = isinstance(module, nn.modules.conv._ConvNd)
+        self.is_conv = isinstance(module, (nn.modules.conv._ConvNd, FunctionalConv))
         self._cache: dict = {}
         self.same_pad = False
         if self.is_conv:
@@ -123,6 +124,29 @@ class LinearLayer:
         return gi
 
 
+class FunctionalConv:
+    """The parameters of a functional ``F.conv{1,2,3}d`` call whose weight does not depend on the input, e.g. the
+    standardised weight of timm ``StdConv2d`` / ``ScaledStdConv2d`` (Qiao et al. 2019; Brock et al. 2021): the weight
+    computed once in the forward is the conv's weight for the rule (lrp_modern_layers.md §3)."""
+
+    transposed = False
+    padding_mode = "zeros"
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, stride=1, padding=0, dilation=1, groups=1):
+        dims = weight.dim() - 2
+        tup = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims)
+        self.weight, self.bias = weight, bias
+        self.stride, self.dilation, self.groups = tup(stride), tup(dilation), groups
+        self.padding = padding if isinstance(padding, str) else tup(padding)
+
+
+class FunctionalLinear:
+    """The parameters of a functional ``F.linear`` call whose weight does not depend on the input."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        self.weight, self.bias = weight, bias
+
+
 def fold_batchnorm(weight: Tensor, bias: Tensor | None, bn: nn.Module) -> tuple[Tensor, Tensor]:
     """New (weight, bias) of a conv/linear layer with the eval-mode BatchNorm that follows it folded in:
     y = s·(z − μ) + β with s = γ/√(σ² + ε), so W' = s·W and b' = s·(b − μ) + β (zennit ``MergeBatchNorm``)."""
@@ -151,32 +175,74 @@ _AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.A
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
                  nn.Identity)
 _NOT_ELEMENTWISE_ACT = (nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d, nn.MultiheadAttention, nn.GLU)
+_SOFTMAX_MODULES = (nn.Softmax, nn.Softmin, nn.Softmax2d)
+#: timm layers kept as leaves (each has a rule); timm's own FX leaf registry is consulted only when tracing fails
 _LEAF_NAMES = ("Conv2dSame", "BatchNormAct2d", "DropPath", "Conv2dSameExport")
+_NORM_MODULES = (nn.LayerNorm, nn.GroupNorm)
+_UPSAMPLE = (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
 
 _NONNEG_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)
+#: squashing functions (bounded outputs): a product operand computed through one of them is a gate (§1)
+_SQUASH_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.ReLU6, nn.Hardtanh, *_SOFTMAX_MODULES)
 _ACT_FUNCS: dict[Any, Callable] = {
     F.relu: F.relu, torch.relu: torch.relu, torch.relu_: torch.relu, F.relu_: torch.relu, F.relu6: F.relu6,
     F.leaky_relu: F.leaky_relu, F.silu: F.silu, F.gelu: F.gelu, F.elu: F.elu, F.hardswish: F.hardswish,
     F.hardsigmoid: F.hardsigmoid, torch.sigmoid: torch.sigmoid, F.sigmoid: torch.sigmoid, torch.tanh: torch.tanh,
     F.tanh: torch.tanh, F.mish: F.mish, F.hardtanh: F.hardtanh, F.softplus: F.softplus, F.selu: F.selu,
-    F.celu: F.celu,
+    F.celu: F.celu, torch.erf: torch.erf, torch.special.erf: torch.erf, torch.special.expit: torch.sigmoid,
+    torch.clamp: torch.clamp, torch.clip: torch.clamp, torch.clamp_min: torch.clamp_min, F.softmax: F.softmax,
+    torch.softmax: torch.softmax, F.softmin: F.softmin, F.logsigmoid: F.logsigmoid,
 }
-_NONNEG_ACT_FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_, F.relu6, F.hardsigmoid, torch.sigmoid, F.sigmoid}
-_ACT_METHODS = {"relu": torch.relu, "relu_": torch.relu, "sigmoid": torch.sigmoid, "sigmoid_": torch.sigmoid,
-                "tanh": torch.tanh, "tanh_": torch.tanh}
+_SOFTMAX_FUNCS = {F.softmax, torch.softmax, F.softmin}
+_SQUASH_FUNCS = {F.relu6, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardtanh, torch.erf,
+                 torch.special.erf, torch.special.expit, *_SOFTMAX_FUNCS}
+_NONNEG_ACT_FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_, F.relu6, F.hardsigmoid, torch.sigmoid, F.sigmoid,
+                     torch.special.expit, *_SOFTMAX_FUNCS}
+_ACT_METHODS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "erf": torch.erf,
+                "clamp": torch.clamp, "clip": torch.clamp, "clamp_min": torch.clamp_min, "softmax": torch.softmax,
+                "hardtanh": F.hardtanh}
+_SQUASH_METHODS = {"sigmoid", "tanh", "erf", "softmax"}
 _ROUTE_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose,
-                operator.getitem}
+                torch.stack, torch.movedim, torch.swapaxes, torch.swapdims, torch.narrow, torch.roll, torch.flip,
+                torch.channel_shuffle, F.channel_shuffle, torch.select, torch.unflatten, torch.broadcast_to,
+                torch.repeat_interleave, torch.tile, torch.hstack, torch.vstack}
 _ROUTE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous",
-                  "view_as", "reshape_as"}
-_PASS_METHODS = {"clone", "float", "double", "to", "type_as", "detach"}
-_PASS_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.clone}
+                  "view_as", "reshape_as", "expand", "expand_as", "repeat", "movedim", "swapaxes", "swapdims",
+                  "narrow", "roll", "flip", "select", "unflatten", "broadcast_to", "repeat_interleave", "tile", "T",
+                  "mT"}
+#: reshapes that move every value unchanged: relevance is reshaped, no vjp needed
+_RESHAPES = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, "view", "reshape", "flatten", "squeeze",
+             "unsqueeze", "contiguous", "view_as", "reshape_as"}
+_PASS_METHODS = {"clone", "float", "double", "half", "bfloat16", "to", "type_as", "detach", "type"}
+_PASS_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+               torch.clone}
 _MAXPOOL_FUNCS = {F.max_pool1d: F.max_pool1d, F.max_pool2d: F.max_pool2d, F.max_pool3d: F.max_pool3d,
                   F.adaptive_max_pool1d: F.adaptive_max_pool1d, F.adaptive_max_pool2d: F.adaptive_max_pool2d,
                   F.adaptive_max_pool3d: F.adaptive_max_pool3d}
 _AVGPOOL_FUNCS = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-                  F.adaptive_avg_pool3d, torch.mean}
+                  F.adaptive_avg_pool3d, torch.mean, torch.sum}
 _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
-_CAT_FUNCS = {torch.cat, torch.concat}
+_SUB_FUNCS = {operator.sub, operator.isub, torch.sub, torch.subtract}
+_MUL_FUNCS = {operator.mul, operator.imul, torch.mul, torch.multiply}
+_DIV_FUNCS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide, torch.divide}
+_NEG_FUNCS = {operator.neg, torch.neg, torch.negative}
+_CAT_FUNCS = {torch.cat, torch.concat, torch.concatenate}
+_SPLIT_FUNCS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split}
+_SPLIT_METHODS = {"chunk", "split", "unbind", "tensor_split"}
+_CONV_FUNCS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+_INTERP_FUNCS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
+#: shape queries: their results are Python numbers, never relevance carriers
+_SHAPE_METHODS = {"size", "dim", "numel", "nelement", "get_device", "stride", "ndimension", "is_contiguous"}
+#: tensors whose values do not depend on the input's values
+_CONST_LIKE = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, "new_zeros", "new_ones",
+               "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like"}
+#: methods whose in-place form is mapped to the out-of-place one (the recorded inputs must not be overwritten)
+_INPLACE_METHODS = {"add_", "sub_", "mul_", "div_", "relu_", "sigmoid_", "tanh_", "clamp_", "clamp_min_", "clip_",
+                    "hardtanh_", "neg_"}
+_METHOD_ALIASES = {"__add__": "add", "__iadd__": "add", "__radd__": "add", "__sub__": "sub", "__isub__": "sub",
+                   "__mul__": "mul", "__imul__": "mul", "__rmul__": "mul", "__truediv__": "div",
+                   "__itruediv__": "div", "true_divide": "div", "multiply": "mul", "subtract": "sub",
+                   "__neg__": "neg", "negative": "neg", "concat": "cat"}
 
 
 def _is_batchnorm_act(m: nn.Module) -> bool:
@@ -208,25 +274,64 @@ def _act_nonneg(m: nn.Module | None) -> bool:
     return isinstance(m, nn.Hardtanh) and m.min_val >= 0
 
 
+def _timm_fx_registry() -> tuple[tuple, tuple]:
+    """timm's FX leaf modules and no-trace functions, read only when timm is already imported (the core never imports
+    timm)."""
+    fx_mod = sys.modules.get("timm.layers._fx")
+    if fx_mod is None:
+        return (), ()
+    return tuple(getattr(fx_mod, "_leaf_modules", ())), tuple(getattr(fx_mod, "_autowrap_functions", ()))
+
+
 class _Tracer(fx.Tracer):
     """fx tracer that keeps every torch.nn layer and timm's fused/same-padding layers as leaves, and records each
-    module's output node(s) (containers too) so relevance can be read at any module name."""
+    module's output node(s) (containers too) so relevance can be read at any module name. ``extra_leaves``: module
+    types also kept as leaves (timm's registry, on a second attempt). ``failed_in``: the innermost module being traced
+    when tracing failed."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, extra_leaves: tuple = (), autowrap_functions: tuple = ()):
+        super().__init__(autowrap_functions=tuple(f for f in autowrap_functions if callable(f)))
         self.module_outputs: dict[str, list[fx.Node]] = {}
+        self.extra_leaves = tuple(extra_leaves)
+        self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m).__name__ in _LEAF_NAMES:
+        if type(m).__name__ in _LEAF_NAMES or (self.extra_leaves and isinstance(m, self.extra_leaves)):
             return True
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
-        out = super().call_module(m, forward, args, kwargs)
+        try:
+            out = super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = (self.path_of_module(m), type(m).__name__)
+            raise
         qual = self.path_of_module(m)
         if isinstance(out, fx.Proxy) and qual:
             self.module_outputs.setdefault(qual, []).append(out.node)
         return out
+
+
+def _trace(model: nn.Module) -> tuple[fx.Graph, dict]:
+    """Trace ``model``; on failure retry with timm's FX leaf registry (modules timm itself does not trace through);
+    if that fails too, raise naming the innermost module that could not be traced."""
+    tracer = _Tracer()
+    try:
+        return tracer.trace(model), tracer.module_outputs
+    except Exception as err:  # noqa: BLE001 - fx raises many types for untraceable code
+        first_err, where = err, tracer.failed_in
+    leaves, funcs = _timm_fx_registry()
+    if leaves or funcs:
+        tracer = _Tracer(leaves, funcs)
+        try:
+            return tracer.trace(model), tracer.module_outputs
+        except Exception:  # noqa: BLE001
+            pass
+    inside = f" in module {where[0]!r} ({where[1]})" if where and where[0] else ""
+    raise UnsupportedOperationError(
+        f"cannot trace {type(model).__name__} with torch.fx for LRP{inside}: {type(first_err).__name__}: "
+        f"{first_err}") from first_err
 
 
 # --------------------------------------------------------------------------------------------------------- plan
@@ -235,7 +340,9 @@ class _Tracer(fx.Tracer):
 @dataclass
 class Step:
     """One graph node. kind: input | linear | bn | act | route | pass | maxpool | avgpool | add | cat | const |
-    meta | output | identity (a folded BatchNorm)."""
+    meta | output | identity (a folded BatchNorm) | scale (a product/quotient with an input-independent factor) |
+    gate (signal ⊙ gate) | norm (LayerNorm / GroupNorm, LN-rule) | split (chunk/split/unbind: a tuple) |
+    getitem (one element of a split)."""
     node: fx.Node
     kind: str
     fwd: Callable | None = None
@@ -248,11 +355,33 @@ class Step:
 
 def _describe(node: fx.Node) -> str:
     if node.op == "call_module":
-        return f"module {node.target!r}"
+        kind = node.meta.get("cnnlens_type")
+        return f"module {node.target!r}" + (f" ({kind})" if kind else "")
     name = getattr(node.target, "__name__", str(node.target))
     where = node.meta.get("nn_module_stack")
     inside = f" inside {list(where)[-1]!r}" if where else ""
+    if not inside:
+        inside = f" inside {node.meta['cnnlens_module']!r}" if node.meta.get("cnnlens_module") else ""
     return f"{node.op.replace('call_', '')} {name!r} (node {node.name}){inside}"
+
+
+def _is_global_pool(node: fx.Node, m: nn.Module | None = None) -> bool:
+    """A pool whose output has one position per channel: adaptive pools to 1, or a mean/sum over dims 2, 3 (or -1,
+    -2) — the summary a squeeze-excitation gate is computed from."""
+    if m is not None:
+        size = getattr(m, "output_size", None)
+        if size is None:
+            return False
+        return all(s == 1 for s in (size if isinstance(size, (tuple, list)) else (size,)))
+    target = node.target if node.op == "call_function" else node.target
+    if getattr(target, "__name__", "").startswith("adaptive"):
+        size = _arg(node, 1, "output_size", None)
+        return size is not None and all(s == 1 for s in (size if isinstance(size, (tuple, list)) else (size,)))
+    if target in (torch.mean, torch.sum, "mean", "sum"):
+        dims = _arg(node, 1, "dim", None)
+        dims = set(dims) if isinstance(dims, (tuple, list)) else {dims}
+        return {2, 3} <= dims or {-1, -2} <= dims
+    return False
 
 
 class Plan:
@@ -262,28 +391,36 @@ class Plan:
         if bn not in ("fold", "pass"):
             raise ValueError(f"bn must be 'fold' or 'pass', got {bn!r}")
         self.bn = bn
-        tracer = _Tracer()
         with preserved(model):
-            try:
-                self.graph = tracer.trace(model)
-            except Exception as err:  # noqa: BLE001 - fx raises many types for untraceable code
-                raise UnsupportedOperationError(
-                    f"cannot trace {type(model).__name__} with torch.fx for LRP ({type(err).__name__}: {err})") from err
-        self.module_outputs = tracer.module_outputs
-        del tracer  # it references the root model; the cache must hold the model only weakly
+            self.graph, self.module_outputs = _trace(model)
         # submodules only (not the root): the plan is a value in a WeakKeyDictionary keyed by the model
         self.modules = {name: m for name, m in model.named_modules() if name}
         self._root = weakref.ref(model)
+        for qual, nodes in self.module_outputs.items():  # the enclosing module of every node, for error messages
+            for n in nodes:
+                n.meta.setdefault("cnnlens_module", qual)
+        for n in self.graph.nodes:
+            if n.op == "call_module" and n.target in self.modules:
+                n.meta["cnnlens_type"] = type(self.modules[n.target]).__name__
         self.steps: list[Step] = []
         self.index: dict[fx.Node, int] = {}
+        self.dep: dict[fx.Node, bool] = {}      # the value depends on the input's values
+        self.shape: dict[fx.Node, bool] = {}    # a shape query (a Python number)
+        self.squash: dict[fx.Node, bool] = {}   # computed through a squashing function (routing ops only between)
+        self.pooled: dict[fx.Node, bool] = {}   # computed from a global pool
+        self._consts: dict[fx.Node, Any] = {}
         for node in self.graph.nodes:
+            self._analyse(node)
             step = self._classify(node)
             self.index[node] = len(self.steps)
             self.steps.append(step)
+            self._mark(step)
         self.step_of = {s.node: s for s in self.steps}
+        self._consts.clear()
         self._fold_and_infer()
         outs = [s for s in self.steps if s.kind == "output"]
         self.output = outs[0]
+        self._check_relevance_path()
         self.input_nodes = [s.node for s in self.steps if s.kind == "input"]
         if len(self.input_nodes) != 1:
             raise ModelError(f"LRP needs a model with one input tensor, got {len(self.input_nodes)} inputs")
@@ -295,6 +432,67 @@ class Plan:
         self.has_conv2d = any(s.layer.is_conv and s.layer.dims == 2 for s in firsts)
         self.channels_last_ok: bool | None = None
 
+    # -- graph analysis ---------------------------------------------------------------------------------------------
+    def _analyse(self, node: fx.Node) -> None:
+        ins = node.all_input_nodes
+        if node.op == "placeholder":
+            self.dep[node] = True
+            self.shape[node] = False
+            return
+        dep_ins = [n for n in ins if self.dep[n]]
+        self.dep[node] = bool(dep_ins) and node.op != "get_attr"
+        target = node.target
+        self.shape[node] = bool(dep_ins) and (
+            (node.op == "call_method" and target in _SHAPE_METHODS)
+            or (node.op == "call_function" and target is getattr)
+            or all(self.shape[n] for n in dep_ins))
+        if self.shape[node] or (node.op in ("call_function", "call_method") and target in _CONST_LIKE):
+            self.dep[node] = False
+
+    def _mark(self, step: Step) -> None:
+        """Gate evidence (§1): ``squash`` = reached from a squashing function through routing ops only; ``pooled`` =
+        computed from a global pool (through any unary op)."""
+        node, kind = step.node, step.kind
+        dep_ins = [n for n in step.inputs if self.dep.get(n)]
+        if kind == "act" and step.info.get("squash"):
+            self.squash[node] = True
+        elif kind in ("route", "pass", "identity", "getitem", "split", "scale", "cat") or (
+                kind == "add" and len(dep_ins) == 1):
+            self.squash[node] = bool(dep_ins) and all(self.squash.get(n, False) for n in dep_ins)
+        elif kind == "gate":
+            self.squash[node] = self.squash.get(step.info["signal"], False)
+        if step.info.get("global_pool"):
+            self.pooled[node] = True
+        elif kind == "gate":
+            self.pooled[node] = self.pooled.get(step.info["signal"], False)
+        elif len(dep_ins) == 1 and kind not in ("add", "cat"):
+            self.pooled[node] = self.pooled.get(dep_ins[0], False)
+
+    def _const_value(self, node):
+        """Value of an input-independent node (e.g. a standardised conv weight), evaluated once at plan time."""
+        if not isinstance(node, fx.Node):
+            return node
+        if node in self._consts:
+            return self._consts[node]
+        if self.dep[node]:
+            raise UnsupportedOperationError(f"{_describe(node)} depends on the input")  # pragma: no cover
+        args = fx.node.map_arg(node.args, self._const_value)
+        kwargs = fx.node.map_arg(node.kwargs, self._const_value)
+        with torch.no_grad():
+            if node.op == "get_attr":
+                val = _get_attr({"": self._root(), **self.modules}, node.target)
+            elif node.op == "call_function":
+                val = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                val = getattr(args[0], node.target)(*args[1:], **kwargs)
+            elif node.op == "call_module":
+                val = self.modules[node.target](*args, **kwargs)
+            else:  # pragma: no cover
+                raise UnsupportedOperationError(f"cannot evaluate {_describe(node)} once")
+        val = val.detach() if isinstance(val, Tensor) else val
+        self._consts[node] = val
+        return val
+
     # -- classification ----------------------------------------------------------------------------------------------
     def _classify(self, node: fx.Node) -> Step:
         op, tgt = node.op, node.target
@@ -305,6 +503,8 @@ class Plan:
             return Step(node, "output", inputs=ins)
         if op == "get_attr":
             return Step(node, "const")
+        if not self.dep[node]:  # shape queries and input-independent values: evaluated, never carry relevance
+            return Step(node, "meta", self._fwd_of(node), ins)
         if op == "call_module":
             return self._classify_module(node, self.modules[tgt], ins)
         if op == "call_function":
@@ -312,6 +512,15 @@ class Plan:
         if op == "call_method":
             return self._classify_method(node, tgt, ins)
         raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)}")  # pragma: no cover
+
+    def _fwd_of(self, node: fx.Node) -> Callable | None:
+        if node.op == "call_function":
+            return node.target
+        if node.op == "call_method":
+            return _method(node.target)
+        if node.op == "call_module":
+            return self.modules[node.target]
+        return None
 
     def _classify_module(self, node, m, ins) -> Step:
         name = node.target
@@ -335,62 +544,168 @@ class Plan:
                 y = F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
                 return act_fn(y)
             return Step(node, "bn", bn_fwd, ins, name, info={"module": m, "act": act, "act_fn": act_fn})
+        if isinstance(m, _SOFTMAX_MODULES):
+            return Step(node, "act", m, ins, name, nonneg=True, info={"squash": True, "softmax": True})
         if _is_activation_module(m):
-            return Step(node, "act", _act_forward(m), ins, name, nonneg=_act_nonneg(m))
-        if isinstance(m, _PASS_MODULES) or type(m).__name__ == "DropPath":
+            return Step(node, "act", _act_forward(m), ins, name, nonneg=_act_nonneg(m),
+                        info={"squash": isinstance(m, _SQUASH_MODULES)})
+        if isinstance(m, _PASS_MODULES) or type(m).__name__ in ("DropPath", "StochasticDepth"):
             return Step(node, "pass", lambda x: x, ins, name)
         if isinstance(m, nn.Flatten):
-            return Step(node, "route", lambda x, m=m: torch.flatten(x, m.start_dim, m.end_dim), ins, name)
-        if isinstance(m, nn.Unflatten):
+            return Step(node, "route", lambda x, m=m: torch.flatten(x, m.start_dim, m.end_dim), ins, name,
+                        info={"reshape": True})
+        if isinstance(m, (nn.Unflatten, nn.ChannelShuffle)):
+            return Step(node, "route", m, ins, name, info={"reshape": isinstance(m, nn.Unflatten)})
+        if isinstance(m, nn.ZeroPad2d) or (isinstance(m, nn.modules.padding._ConstantPadNd) and m.value == 0):
             return Step(node, "route", m, ins, name)
         if isinstance(m, _MAXPOOL):
-            return Step(node, "maxpool", m, ins, name, info={"fn": _maxpool_fn(m)})
+            return Step(node, "maxpool", m, ins, name, info={"fn": _maxpool_fn(m), "global_pool": _is_global_pool(
+                node, m)})
         if isinstance(m, _AVGPOOL):
-            return Step(node, "avgpool", m, ins, name)
+            return Step(node, "avgpool", m, ins, name, info={"global_pool": _is_global_pool(node, m)})
+        if isinstance(m, _UPSAMPLE):
+            mode = "bilinear" if isinstance(m, nn.UpsamplingBilinear2d) else m.mode
+            return Step(node, "route" if mode.startswith("nearest") else "avgpool", m, ins, name)
+        if isinstance(m, _NORM_MODULES):
+            return Step(node, "norm", m, ins, name, info=_norm_info(m))
         raise UnsupportedOperationError(
             f"LRP has no rule for module {name!r} ({type(m).__name__}); give it a rule or replace it")
 
     def _classify_function(self, node, f, ins) -> Step:
-        if f in _ADD_FUNCS:
-            tensors = [a for a in node.args if isinstance(a, fx.Node)]
-            if len(tensors) != len(node.args) or len(tensors) < 2 or node.kwargs:
+        if f in _ADD_FUNCS or f in _SUB_FUNCS:
+            if len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
                 raise UnsupportedOperationError(
-                    f"LRP has no rule for {_describe(node)} (only the sum of tensors, e.g. a residual Add, is supported)")
-            return Step(node, "add", torch.add if f is torch.add else operator.add, ins)
+                    f"LRP has no rule for {_describe(node)} (only a sum or difference of two terms is supported)")
+            return Step(node, "add", f, ins, info={"signs": (1, -1) if f in _SUB_FUNCS else (1, 1)})
+        if f in _MUL_FUNCS or f in _DIV_FUNCS or f in _NEG_FUNCS:
+            return self._classify_product(node, f, ins)
         if f in _CAT_FUNCS:
             return Step(node, "cat", torch.cat, ins)
         if f in _ACT_FUNCS:
             nonneg = f in _NONNEG_ACT_FUNCS or (f is F.hardtanh and _arg(node, 1, "min_val", -1.0) >= 0)
-            return Step(node, "act", _drop_inplace(_ACT_FUNCS[f]), ins, nonneg=nonneg)
-        if f in _PASS_FUNCS:
+            squash = f in _SQUASH_FUNCS
+            if f in (torch.clamp, torch.clip):
+                lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
+                squash = lo is not None and hi is not None
+                nonneg = isinstance(lo, (int, float)) and lo >= 0
+            return Step(node, "act", _drop_inplace(_ACT_FUNCS[f]), ins, nonneg=nonneg,
+                        info={"squash": squash, "softmax": f in _SOFTMAX_FUNCS})
+        if f in _PASS_FUNCS or getattr(f, "__name__", "") == "stochastic_depth":  # identity in eval mode (§4)
+            if getattr(f, "__name__", "") == "stochastic_depth" and _arg(node, 3, "training", False):
+                raise UnsupportedOperationError(f"{_describe(node)} was traced in training mode")
             return Step(node, "pass", lambda x, *a, **k: x, ins)
-        if f in _ROUTE_FUNCS:
+        if f is operator.getitem:
+            src = self.step_of_node(node.args[0])
+            if src is not None and src.kind == "split":
+                return Step(node, "getitem", f, ins, info={"index": node.args[1]})
+            if src is not None and src.kind == "maxpool":  # pragma: no cover - return_indices in the user's graph
+                raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)} (max-pool indices)")
             return Step(node, "route", f, ins)
+        if f in _ROUTE_FUNCS:
+            return Step(node, "route", f, ins, info={"reshape": f in _RESHAPES})
+        if f in _SPLIT_FUNCS:
+            return Step(node, "split", f, ins)
         if f is F.pad:
             mode = _arg(node, 2, "mode", "constant")
             value = _arg(node, 3, "value", 0.0)
             if mode != "constant" or (value or 0.0) != 0.0:
                 raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)} with mode={mode!r}")
             return Step(node, "route", f, ins)
+        if f in _INTERP_FUNCS:
+            mode = _arg(node, 3, "mode", "nearest") if f is F.interpolate else (
+                "bilinear" if f is F.upsample_bilinear else _arg(node, 3, "mode", "nearest"))
+            return Step(node, "route" if str(mode).startswith("nearest") else "avgpool", f, ins)
         if f in _MAXPOOL_FUNCS:
-            return Step(node, "maxpool", f, ins, info={"fn": f})
+            return Step(node, "maxpool", f, ins, info={"fn": f, "global_pool": _is_global_pool(node)})
         if f in _AVGPOOL_FUNCS:
-            return Step(node, "avgpool", f, ins)
-        return Step(node, "meta", f, ins)
+            return Step(node, "avgpool", f, ins, info={"global_pool": _is_global_pool(node)})
+        if f in (F.layer_norm, F.group_norm):
+            return Step(node, "norm", f, ins, info={"functional": f})
+        if f in _CONV_FUNCS or f is F.linear:
+            return self._classify_functional_layer(node, f, ins)
+        raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)}")
 
     def _classify_method(self, node, name, ins) -> Step:
-        if name in _ROUTE_METHODS:
-            return Step(node, "route", _method(name), ins)
-        if name in _PASS_METHODS:
-            return Step(node, "pass", _method(name), ins)
-        if name in _ACT_METHODS:
-            fn = _ACT_METHODS[name]
-            return Step(node, "act", lambda x, *a, fn=fn, **k: fn(x), ins, nonneg=name.startswith(("relu", "sigmoid")))
-        if name == "mean":
-            return Step(node, "avgpool", _method(name), ins)
-        if name in ("add", "add_", "__add__", "__iadd__"):
-            return self._classify_function(node, operator.add, ins)
-        return Step(node, "meta", _method(name), ins)
+        base = _METHOD_ALIASES.get(name, name)
+        if base in _INPLACE_METHODS:
+            base = base[:-1]
+        out_of_place = _method(base)
+        if base in ("add", "sub"):
+            if len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
+                raise UnsupportedOperationError(
+                    f"LRP has no rule for {_describe(node)} (only a sum or difference of two terms is supported)")
+            return Step(node, "add", out_of_place, ins, info={"signs": (1, -1) if base == "sub" else (1, 1)})
+        if base in ("mul", "div", "neg"):
+            return self._classify_product(node, {"mul": operator.mul, "div": operator.truediv,
+                                                 "neg": operator.neg}[base], ins, out_of_place)
+        if base in _ROUTE_METHODS:
+            return Step(node, "route", out_of_place, ins, info={"reshape": base in _RESHAPES})
+        if base in _SPLIT_METHODS:
+            return Step(node, "split", out_of_place, ins)
+        if base in _PASS_METHODS:
+            return Step(node, "pass", out_of_place, ins)
+        if base in _ACT_METHODS:
+            fn = _ACT_METHODS[base]
+            squash = base in _SQUASH_METHODS
+            nonneg = base in ("relu", "sigmoid", "softmax")
+            if base in ("clamp", "clip"):
+                lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
+                squash = lo is not None and hi is not None
+                nonneg = isinstance(lo, (int, float)) and lo >= 0
+            if base == "clamp_min":
+                nonneg = isinstance(_arg(node, 1, "min", None), (int, float)) and _arg(node, 1, "min", -1) >= 0
+            return Step(node, "act", lambda x, *a, fn=fn, **k: fn(x, *a, **k), ins, nonneg=nonneg,
+                        info={"squash": squash, "softmax": base == "softmax"})
+        if base in ("mean", "sum"):
+            return Step(node, "avgpool", out_of_place, ins, info={"global_pool": _is_global_pool(node)})
+        raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)}")
+
+    def step_of_node(self, n) -> Step | None:
+        if not isinstance(n, fx.Node) or n not in self.index:
+            return None
+        return self.steps[self.index[n]]
+
+    def _classify_product(self, node, f, ins, fwd=None) -> Step:
+        """x·c, x/c, −x with c input-independent: "scale" (a diagonal linear map, R_x = R_y; layer scale, §3);
+        s ⊙ g with g a gate: "gate" (§1); anything else (a product of two signals, division by a signal) raises."""
+        fwd = fwd or f
+        dep_args = [a for a in node.args if isinstance(a, fx.Node) and self.dep[a]]
+        if len(dep_args) == 1 and not (f is operator.truediv and node.args[0] is not dep_args[0]):
+            consts = [a for a in node.args if a is not dep_args[0]]
+            nonneg = all(isinstance(c, (int, float)) and c >= 0 for c in consts)
+            return Step(node, "scale", fwd, ins, info={"src": dep_args[0], "nonneg_factor": nonneg})
+        if f is operator.mul and len(dep_args) == 2:
+            a, b = dep_args
+            for test in (self.squash, self.pooled):
+                if test.get(a, False) != test.get(b, False):
+                    gate, signal = (a, b) if test.get(a, False) else (b, a)
+                    return Step(node, "gate", fwd, ins, info={"signal": signal, "gate": gate})
+            raise UnsupportedOperationError(
+                f"LRP has no rule for {_describe(node)}: a product of two signals (neither operand is computed "
+                f"through a sigmoid / hard-sigmoid / softmax / tanh or from a global pool, so none is a gate)")
+        raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)} (division by an input-dependent "
+                                        f"tensor)" if f is operator.truediv else f"LRP has no rule for "
+                                        f"{_describe(node)}")
+
+    def _classify_functional_layer(self, node, f, ins) -> Step:
+        """F.conv*d / F.linear whose weight does not depend on the input (timm StdConv2d / ScaledStdConv2d: the
+        standardised weight, computed once, is the layer's weight)."""
+        w_node, b_node = _arg(node, 1, "weight", None), _arg(node, 2, "bias", None)
+        if any(isinstance(a, fx.Node) and self.dep[a] for a in (w_node, b_node)):
+            raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)} (its weight depends on the input)")
+        w, b = self._const_value(w_node), self._const_value(b_node)
+        owner = node.meta.get("cnnlens_module") or _owner(node) or node.name
+        if f is F.linear:
+            shim: Any = FunctionalLinear(w, b)
+        else:
+            shim = FunctionalConv(w, b, *[_arg(node, i, k, d) for i, k, d in (
+                (3, "stride", 1), (4, "padding", 0), (5, "dilation", 1), (6, "groups", 1))])
+        layer = LinearLayer(shim, owner)
+        owner_module = self.modules.get(owner)
+        if owner_module is not None:
+            layer.module_class = type(owner_module)
+            layer.module_type = type(owner_module).__name__
+        return Step(node, "linear", inputs=[node.args[0]], module_name=owner, layer=layer)
 
     # -- canonisation ------------------------------------------------------------------------------------------------
     def _users(self, node: fx.Node) -> list[fx.Node]:
@@ -411,8 +726,46 @@ class Plan:
                     step.nonneg = _act_nonneg(act)
             elif step.kind == "bn":
                 step.nonneg = _act_nonneg(step.info["act"])
-            if step.kind in ("route", "pass", "maxpool", "avgpool", "add", "cat", "identity"):
-                step.nonneg = bool(step.inputs) and all(self.step_of[n].nonneg for n in step.inputs)
+            if step.kind in ("route", "pass", "maxpool", "avgpool", "add", "cat", "identity", "split", "getitem"):
+                dep_ins = [n for n in step.inputs if self.dep[n]]
+                step.nonneg = bool(dep_ins) and all(self.step_of[n].nonneg for n in dep_ins) and not (
+                    step.kind == "add" and -1 in step.info.get("signs", ()))
+            elif step.kind == "scale":
+                step.nonneg = step.info["nonneg_factor"] and self.step_of[step.info["src"]].nonneg \
+                    and step.node.target not in _NEG_FUNCS and step.node.target not in ("neg", "neg_", "__neg__")
+            elif step.kind == "gate":
+                step.nonneg = all(self.step_of[n].nonneg for n in (step.info["signal"], step.info["gate"]))
+        for step in self.steps:  # linear neurons: outputs not (only) gated by a ReLU-type activation (ZPlus)
+            if step.kind == "linear":
+                step.layer.linear_neuron = not self._relu_gated(step.node)
+
+    def _relu_gated(self, node: fx.Node) -> bool:
+        """Every use of ``node`` (through folded BatchNorms) is an activation that is zero for negative inputs."""
+        users = list(node.users)
+        if not users:
+            return False
+        for u in users:
+            step = self.step_of[u]
+            if step.kind == "identity":
+                if not self._relu_gated(u):
+                    return False
+            elif step.kind != "act" or not _zero_for_negative(step):
+                return False
+        return True
+
+    def _check_relevance_path(self) -> None:
+        """Softmax has a rule only as a gate (§1): raise if one lies where the signal's relevance flows (on a path
+        from the output that does not enter a gate operand)."""
+        live = set(self.output.node.all_input_nodes)
+        for step in reversed(self.steps):
+            if step.node not in live:
+                continue
+            if step.info.get("softmax"):
+                raise UnsupportedOperationError(
+                    f"LRP has no rule for {_describe(step.node)} on the relevance path (softmax has a rule only as a "
+                    f"gate, e.g. split-attention weights)")
+            ins = [step.info["signal"]] if step.kind == "gate" else step.inputs
+            live.update(n for n in ins if self.dep.get(n))
 
     # -- layers -------------------------------------------------------------------------------------------------------
     def layer_node(self, name: str) -> fx.Node:
@@ -454,12 +807,44 @@ class Plan:
                 if kind == "act" and node.op == "call_function" and len(args) > 1 and node.target in (F.relu,
                                                                                                     F.relu6):
                     args = args[:1]
-                out = step.fwd(*args, **kwargs)
-                if kind == "meta" and isinstance(out, Tensor) and any(
-                        isinstance(vals[n], Tensor) for n in step.inputs):
-                    raise UnsupportedOperationError(f"LRP has no rule for {_describe(node)}")
-                vals[node] = out
+                vals[node] = step.fwd(*args, **kwargs)
         return vals
+
+
+def _zero_for_negative(step: Step) -> bool:
+    """Whether an activation step maps negative inputs to 0 (ReLU, ReLU6, clamp(min=0), ...), read from what it
+    computes: evaluated once on a probe."""
+    cached = step.info.get("zero_for_negative")
+    if cached is not None:
+        return cached
+    node = step.node
+    ok = False
+    if not any(isinstance(a, fx.Node) for a in list(node.args[1:]) + list(node.kwargs.values())):
+        probe = torch.tensor([-3.0, -1.0, -1e-3])
+        try:
+            with torch.no_grad():
+                args = (probe, *node.args[1:]) if node.op != "call_module" else (probe,)
+                kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"} if node.op != "call_module" else {}
+                if step.kind == "act" and node.op == "call_function" and node.target in (F.relu, F.relu6):
+                    args = args[:1]
+                fwd = step.info.get("act_fn", step.fwd) if node.op == "call_module" else step.fwd
+                out = fwd(*args, **kwargs)
+            ok = isinstance(out, Tensor) and bool((out == 0).all())
+        except Exception:  # noqa: BLE001 - an activation that rejects the probe is simply not known to be ReLU-like
+            ok = False
+    step.info["zero_for_negative"] = ok
+    return ok
+
+
+def _owner(node: fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    return list(stack)[-1] if stack else None
+
+
+def _norm_info(m: nn.Module) -> dict:
+    if isinstance(m, nn.GroupNorm):
+        return {"groups": m.num_groups, "eps": m.eps, "module": m}
+    return {"normalized_shape": tuple(m.normalized_shape), "eps": m.eps, "module": m}
 
 
 def _arg(node: fx.Node, pos: int, key: str, default):

@@ -134,24 +134,53 @@ class ZPlus(LinearRule):
     ``"positive"`` b_j⁺ (zennit stock ``ZPlus()``, default), ``"none"`` 0 (DTD; zennit ``zero_params='bias'``),
     ``"full"`` b_j (iNNvestigate 1.0.8.3 / SGLRP reference), ``"double"`` 2·b_j (Relevance-CAM reference conv).
     stabilizer: zennit's signed ε = 1e-6 by default.
+    linear_neurons: what a neuron with relevance but no positive contribution (Z_j = 0) gets. z⁺ is derived for
+    ReLU neurons (Montavon et al. 2017, "Explaining nonlinear classification decisions with deep Taylor
+    decomposition", §4), where R_j ≠ 0 implies z_j > 0 and Z_j > 0. A *linear* neuron (a linear-bottleneck projection,
+    a conv followed by SiLU/Hardswish/GELU, whose negative outputs keep relevance under the identity activation rule)
+    can have R_j ≠ 0 with only negative contributions; ``"drop"`` (zennit, default) loses that relevance,
+    ``"negative"`` explains it by its negative contributions (the DTD root search along the negative inputs, z_j < 0:
+    R_i = x_i⁺ w_ij⁻ R_j / Z⁻_j + x_i⁻ w_ij⁺ R_j / Z⁻_j), which conserves. Only layers the plan marks as linear
+    neurons (output not followed by a ReLU-type activation) pay for it; on ReLU networks both modes are identical.
     """
 
-    def __init__(self, stabilizer: StabilizerLike = 1e-6, bias: str = "positive"):
+    def __init__(self, stabilizer: StabilizerLike = 1e-6, bias: str = "positive", linear_neurons: str = "drop"):
+        if linear_neurons not in ("drop", "negative"):
+            raise ValueError(f"linear_neurons must be 'drop' or 'negative', got {linear_neurons!r}")
         self.stabilizer = stabilizer
         self.bias = bias
+        self.linear_neurons = linear_neurons
         self._stab = Stabilizer.ensure(stabilizer)
 
     def relevance(self, layer, x, out, r, nonneg):
         wp = layer.param("weight", "pos")
         b = _bias(layer, self.bias)
+        fallback = self.linear_neurons == "negative" and getattr(layer, "linear_neuron", True)
         if nonneg:
-            s = self._stab.divide(r, layer.fwd(x, wp, b), inplace=True)
-            return layer.vjp(s, x, wp).mul_(x)
+            z = layer.fwd(x, wp, b)
+            extra = self._negative(layer, x, z, r, nonneg) if fallback else None
+            s = self._stab.divide(r, z, inplace=True)
+            rel = layer.vjp(s, x, wp).mul_(x)
+            return rel if extra is None else rel.add_(extra)
         wn = layer.param("weight", "neg")
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         z = layer.fwd(xp, wp, b).add_(layer.fwd(xn, wn, None))
+        extra = self._negative(layer, x, z, r, nonneg) if fallback else None
         s = self._stab.divide(r, z, inplace=True)
-        return layer.vjp(s, x, wp).mul_(xp).add_(layer.vjp(s, x, wn).mul_(xn))
+        rel = layer.vjp(s, x, wp).mul_(xp).add_(layer.vjp(s, x, wn).mul_(xn))
+        return rel if extra is None else rel.add_(extra)
+
+    def _negative(self, layer, x, z, r, nonneg):
+        """Relevance of the neurons with Z_j = 0, explained by their negative contributions (``linear_neurons``)."""
+        rn = torch.where(z == 0, r, 0.0)
+        wn = layer.param("weight", "neg")
+        if nonneg:
+            s = self._stab.divide(rn, layer.fwd(x, wn, None), inplace=True)
+            return layer.vjp(s, x, wn).mul_(x)
+        wp = layer.param("weight", "pos")
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        s = self._stab.divide(rn, layer.fwd(xp, wn, None).add_(layer.fwd(xn, wp, None)), inplace=True)
+        return layer.vjp(s, x, wn).mul_(xp).add_(layer.vjp(s, x, wp).mul_(xn))
 
 
 class AlphaBeta(LinearRule):
@@ -306,7 +335,7 @@ class Norm(Rule):
 
     def split_add(self, xs: list[Tensor], out: Tensor, r: Tensor) -> list[Tensor]:
         if self.positive:
-            xs = [t.clamp(min=0) for t in xs]
+            xs = [t.clamp(min=0) if isinstance(t, Tensor) else max(t, 0) for t in xs]
             out = sum(xs)
         s = self._stab.divide(r, out)
         return [t * s for t in xs]
