@@ -14,6 +14,13 @@ Which layers ``layer="blocks"`` / ``layer="stages"`` and the CAM default pick (t
 3. **Stages**: one layer per spatial resolution: the deepest block layer at that resolution, or, where that block's
    output is linear, the deepest post-activation layer at that resolution (the activated expansion of the next unit
    before it down-samples, e.g. EfficientNet's ``blocks.2.0.bn1``; VGG, ResNet, DenseNet: their block layers).
+4. Where several block layers share a resolution and some have passed an activation, those win (blocks and stages):
+   Res2Net down-samples inside its split convolutions after a BatchNorm whose ReLU module runs several times, HRNet's
+   fuse layers sum before their ReLU, timm's ConvNeXt stem is conv + LayerNorm. DenseNet keeps its pre-activations.
+5. **Channels-last** outputs (N,h,w,C), found from ``permute(0, 2, 3, 1)`` in the fx graph (torchvision's ConvNeXt
+   MLP: LayerNorm → Linear → GELU → Linear), are reported with shape (C,h,w) and read channels-first by the CAMs and
+   SISE (:func:`as_channels_first`). ConvNeXt's residual stream never passes an activation, so its post-activation
+   layers are the MLP's GELU outputs (the stage layer: the GELU of the stage's last block).
 
 Whether an output has passed an activation is read from the model's ``torch.fx`` graph (the LRP engine's tracer), not
 from architecture names: ReLU/ReLU6/SiLU/GELU/Hardswish/... modules and functions and fused BatchNorm+activation
