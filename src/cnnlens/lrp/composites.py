@@ -158,20 +158,22 @@ def _clrp_reference(*, low=None, high=None, stabilizer=Stabilizer("add", 1e-9), 
                      maxpool=maxpool, overrides=overrides, gate=gate, name="clrp-reference")
 
 
-def _relevance_cam_reference(*, conv_bias="reference", bn="pass", stabilizer="exact_zero", overrides=None, gate="signal"):
+def _relevance_cam_reference(*, conv_bias="reference", bn="pass", stabilizer="exact_zero", overrides=None,
+                             gate="signal"):
     if conv_bias not in ("reference", "none"):
         raise MethodError(f"conv_bias must be 'reference' (2·b) or 'none', got {conv_bias!r}")
     s = Stabilizer.ensure(stabilizer)
     return Composite(ZPlus(s, bias="double" if conv_bias == "reference" else "none"), ZPlus(s, bias="none"),
                      first=ZBox(None, None, s), norm=Norm(s), avgpool=Norm(s, positive=True), bn=bn,
-                     bn_rule=Pass(zero_where_input_zero=True), overrides=overrides, gate=gate, name="relevance-cam-reference")
+                     bn_rule=Pass(zero_where_input_zero=True), overrides=overrides, gate=gate,
+                     name="relevance-cam-reference")
 
 
 def _sr_reference(*, stabilizer=Stabilizer("add", 1e-9), maxpool="wta", bn="fold", overrides=None,
                   gate="signal"):
     s = Stabilizer.ensure(stabilizer)
-    return Composite(Epsilon(s), ZPlus(s, bias="none"), norm=Norm(s), bn=bn, maxpool=maxpool, overrides=overrides, gate=gate,
-                     name="sr-reference")
+    return Composite(Epsilon(s), ZPlus(s, bias="none"), norm=Norm(s), bn=bn, maxpool=maxpool, overrides=overrides,
+                     gate=gate, name="sr-reference")
 
 
 _FACTORIES: dict[str, tuple[Callable[..., Composite], str, str | None]] = {

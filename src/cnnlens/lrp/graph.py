@@ -1,14 +1,20 @@
-"""The canonised, traced form of a model that the LRP engine runs (lrp_sglrp_clrp.md §1).
+"""The canonised, traced form of a model that the LRP engine runs (lrp_sglrp_clrp.md §1; lrp_modern_layers.md).
 
-``get_plan(model, bn=...)`` traces the model once with ``torch.fx`` (functional adds/cats that module hooks miss become
-explicit nodes; timm's ``Conv2dSame``/``BatchNormAct2d``/``DropPath`` and every ``torch.nn`` layer are leaves), classifies
-every node (linear layer, BatchNorm, activation, max/avg pool, Add, Concat, shape routing), folds BatchNorm into the
-preceding conv/linear when ``bn="fold"`` (zennit's ``SequentialMergeBatchNorm``), and infers which tensors are
-non-negative (post-ReLU) so z⁺-type rules skip their all-zero negative terms. Nothing of the user's model is modified: the
-plan holds detached references to its parameters (folded weights are new tensors) and its forward is a functional
-re-implementation with out-of-place activations. Plans are cached per model, BN mode and parameter versions.
+``get_plan(model, bn=...)`` traces the model once with ``torch.fx`` (functional adds/cats/products that module hooks
+miss become explicit nodes; timm's ``Conv2dSame``/``BatchNormAct2d``/``DropPath`` and every ``torch.nn`` layer are
+leaves; if tracing fails it is retried with timm's own FX leaf registry, read lazily from ``sys.modules``: timm is never
+imported), classifies every node by what it computes (linear layer, BatchNorm, activation, gate product, scale,
+LayerNorm/GroupNorm, max/avg pool, Add, Concat, split, shape routing; docs/lrp_rules.md has the table), folds BatchNorm into the preceding
+conv/linear when ``bn="fold"`` (zennit's ``SequentialMergeBatchNorm``), and infers which tensors are non-negative
+(post-ReLU) so z⁺-type rules skip their all-zero negative terms. A graph analysis marks which values depend on the input
+(parameters-only subgraphs, e.g. a standardised conv weight, are constants; shape queries carry no relevance), which
+product operand is a gate (reached from a squashing function through routing ops, or from a global pool), and which
+conv/linear outputs are linear neurons (not gated by a ReLU-type activation). Nothing of the user's model is modified:
+the plan holds detached references to its parameters (folded weights are new tensors) and its forward is a functional
+re-implementation with out-of-place operations. Plans are cached per model, BN mode and parameter versions.
 
-Any leaf module or function without a rule raises :class:`cnnlens.errors.UnsupportedOperationError` naming it.
+Any node without a rule raises :class:`cnnlens.errors.UnsupportedOperationError` naming it and its module, when the plan
+is built (never an autograd error, never a silently zero map).
 """
 from __future__ import annotations
 
@@ -205,11 +211,11 @@ _SQUASH_METHODS = {"sigmoid", "tanh", "erf", "softmax"}
 _ROUTE_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose,
                 torch.stack, torch.movedim, torch.swapaxes, torch.swapdims, torch.narrow, torch.roll, torch.flip,
                 torch.channel_shuffle, F.channel_shuffle, torch.select, torch.unflatten, torch.broadcast_to,
-                torch.repeat_interleave, torch.tile, torch.hstack, torch.vstack}
+                torch.repeat_interleave, torch.tile, torch.hstack, torch.vstack, torch.amax, torch.amin}
 _ROUTE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous",
                   "view_as", "reshape_as", "expand", "expand_as", "repeat", "movedim", "swapaxes", "swapdims",
                   "narrow", "roll", "flip", "select", "unflatten", "broadcast_to", "repeat_interleave", "tile", "T",
-                  "mT"}
+                  "mT", "amax", "amin"}
 #: reshapes that move every value unchanged: relevance is reshaped, no vjp needed
 _RESHAPES = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, "view", "reshape", "flatten", "squeeze",
              "unsqueeze", "contiguous", "view_as", "reshape_as"}
@@ -568,8 +574,11 @@ class Plan:
             return Step(node, "route" if mode.startswith("nearest") else "avgpool", m, ins, name)
         if isinstance(m, _NORM_MODULES):
             return Step(node, "norm", m, ins, name, info=_norm_info(m))
+        leaves, _ = _timm_fx_registry()
+        why = (" (torch.fx cannot trace through it: timm registers it as an FX leaf, e.g. for a shape-dependent "
+               "branch)") if leaves and isinstance(m, leaves) else ""
         raise UnsupportedOperationError(
-            f"LRP has no rule for module {name!r} ({type(m).__name__}); give it a rule or replace it")
+            f"LRP has no rule for module {name!r} ({type(m).__name__}){why}; give it a rule or replace it")
 
     def _classify_function(self, node, f, ins) -> Step:
         if f in _ADD_FUNCS or f in _SUB_FUNCS:
@@ -605,6 +614,9 @@ class Plan:
             return Step(node, "route", f, ins, info={"reshape": f in _RESHAPES})
         if f in _SPLIT_FUNCS:
             return Step(node, "split", f, ins)
+        if f in (torch.max, torch.min) and len(ins) == 1:  # reductions (CBAM's channel max): winner-take-all vjp
+            has_dim = len(node.args) > 1 or "dim" in node.kwargs
+            return Step(node, "split" if has_dim else "route", f, ins)
         if f is F.pad:
             mode = _arg(node, 2, "mode", "constant")
             value = _arg(node, 3, "value", 0.0)
@@ -642,6 +654,9 @@ class Plan:
             return Step(node, "route", out_of_place, ins, info={"reshape": base in _RESHAPES})
         if base in _SPLIT_METHODS:
             return Step(node, "split", out_of_place, ins)
+        if base in ("max", "min") and len(ins) == 1:
+            has_dim = len(node.args) > 1 or "dim" in node.kwargs
+            return Step(node, "split" if has_dim else "route", out_of_place, ins)
         if base in _PASS_METHODS:
             return Step(node, "pass", out_of_place, ins)
         if base in _ACT_METHODS:

@@ -124,9 +124,10 @@ def sglrp(req: Request, *, mode: str = "paper", composite: str | None = None, re
     """SGLRP (spec §4.4-4.5, §6).
 
     mode="paper" (default): one signed pass of R = ∂y_t/∂z = y_t(e_t − y), i.e. +y_t·Σ_{n≠t} y_n at t and −y_t·y_n
-    elsewhere (sums to 0), with ``dtd`` rules. mode="reference" (iNNvestigate 1.0.8.3): p = softmax(ReLU(z)), classes
-    with z_n ≤ 0 masked; target pass (p_t(1−p_t) + 1e-8)·e_t, dual pass p_t·p_n (n ≠ t), A = A_t − s·A_o with
-    s = ΣA_t/ΣA_o; ``sglrp-reference`` rules. relu: ReLU before the channel sum (default False, as the reference).
+    elsewhere (sums to 0), with ``dtd`` rules; where the softmax saturates so that this vector underflows to 0 for a
+    sample, the same vector rescaled by 1/(y_t·max_{n≠t} y_n) (computed in log space) is used.
+    mode="reference" (iNNvestigate 1.0.8.3): p = softmax(ReLU(z)), classes with z_n ≤ 0 masked; target pass
+    (p_t(1−p_t) + 1e-8)·e_t, dual pass p_t·p_n (n ≠ t), A = A_t − s·A_o with s = ΣA_t/ΣA_o; ``sglrp-reference`` rules. relu: ReLU before the channel sum (default False, as the reference).
     """
     check_choice("mode", mode, ("paper", "reference"))
     composite = composite or ("sglrp-reference" if mode == "reference" else "dtd")
@@ -141,13 +142,14 @@ def sglrp(req: Request, *, mode: str = "paper", composite: str | None = None, re
             y = logits.softmax(1)
             y_t = y.gather(1, targets[:, None])
             r = torch.where(onehot > 0, y_t * _rest_sum(y, onehot), -y_t * y)
-            state["zero"] = (r == 0).all(1)
-            return r
+            # a saturated softmax (logit gaps beyond exp's range, e.g. random-init Inception-v3 with logits ~1e10)
+            # makes y_t(e_t − y) exactly 0 and the map constant: use the same vector divided by y_t·max_{n≠t} y_n,
+            # computed in log space (R_n = −exp(z_n − m), R_t = Σ_{n≠t} exp(z_n − m), m = max_{n≠t} z_n)
+            others = logits.masked_fill(onehot > 0, float("-inf"))
+            q = (others - others.amax(1, keepdim=True)).exp()
+            rescaled = torch.where(onehot > 0, q.sum(1, keepdim=True), -q)
+            return torch.where((r != 0).any(1, keepdim=True), r, rescaled)
         res = lrp_attribute(req.model, req.x, initial, composite, **kw)
-        if bool(state["zero"].any()):
-            warnings.warn("SGLRP: the softmax is saturated for some samples (y_t = 1 or 0 in floating point, e.g. "
-                          "logits of a random-init net in the 1e10s), so the softmax gradient y_t(e_t - y) and their "
-                          "maps are zero; explain in float64, or use lrp / clrp", RuntimeWarning, stacklevel=3)
         return _output(req, res.input, state["targets"], res.logits, relu=relu, composite=composite, mode=mode)
 
     def init_ref(logits: Tensor, targets: Tensor):
