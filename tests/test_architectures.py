@@ -9,11 +9,8 @@ same checks (``tests/_architectures.py``) and writes the README's architecture �
 """
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
-from torch import nn
 
 import _architectures as A
 from conftest import assert_untouched, snapshot
@@ -57,9 +54,22 @@ def test_small_members_of_the_families(name, check):
         _check(name, check, 64, cheap=True)
 
 
+#: known engine gaps (reported to the LRP engine's owners): strict, so a fix shows up as XPASS and the entry goes
+ENGINE_GAPS = {("timm:vgg11_bn", c): "timm's ConvMlp pre_logits (an fx leaf) has no LRP rule"
+               for c in ("lrp", "sglrp", "relevance-cam", "sr-map", "conservation")}
+
+
+def _full_params():
+    from cnnlens.errors import UnsupportedOperationError
+    for name in A.FULL:
+        for check in ("stages",) + A.CHECKS:
+            gap = ENGINE_GAPS.get((name, check))
+            marks = [pytest.mark.xfail(reason=gap, raises=UnsupportedOperationError, strict=True)] if gap else []
+            yield pytest.param(name, check, marks=marks, id=f"{name}-{check}")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("check", ("stages",) + A.CHECKS)
-@pytest.mark.parametrize("name", A.FULL)
+@pytest.mark.parametrize("name,check", list(_full_params()))
 def test_issue_architectures(name, check):
     _check(name, check, A.input_size(name), cheap=True)
 
@@ -92,19 +102,3 @@ def test_channels_last_stage_layers_are_read_channels_first():
     cam = torch.relu((g.mean(dim=(2, 3))[:, :, None, None] * a).sum(1))
     torch.testing.assert_close(e.raw, cam, rtol=1e-5, atol=1e-6)
 
-
-def test_sglrp_warns_when_the_softmax_saturates():
-    """Random-init Inception-v3 with torchvision's init has logits ~1e10: y_t = 1 in float32, the softmax gradient
-    y_t(e_t − y) is exactly zero and so is SGLRP's map — said with a warning, not returned silently."""
-    import cnnlens
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
-    with torch.no_grad():
-        model[4].bias.copy_(torch.tensor([400.0, 0.0, -400.0]))    # exp(−400) underflows in float32, not in float64
-    x = torch.rand(2, 3, 8, 8)
-    with pytest.warns(RuntimeWarning, match="softmax is saturated"):
-        e = cnnlens.explain(model, x, "sglrp")
-    assert bool((e.raw == 0).all())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cnnlens.explain(model.double(), x.double(), "sglrp")      # float64 resolves y_t(1 − y_t) here
