@@ -56,8 +56,8 @@ def build(name: str) -> nn.Module:
                 model = ConvNeXt(cfg, stochastic_depth_prob=0.1, layer_scale=0.5, num_classes=10)
             else:
                 # torchvision's own init of GoogLeNet / Inception-v3 (truncated normal, σ = 0.1) with unit BatchNorm
-                # statistics gives logits ~1e10 at random init (a saturated softmax; SGLRP handles it, test_lrp_methods);
-                # PyTorch's default init keeps them O(1), as trained nets are
+                # statistics gives logits ~1e10 at random init (a saturated softmax; SGLRP handles it); PyTorch's
+                # default init keeps them O(1), as trained nets are
                 kwargs = {"init_weights": False, "aux_logits": False} if arch in ("googlenet", "inception_v3") else {}
                 model = getattr(torchvision.models, arch)(**kwargs)
         elif source == "timm":

@@ -5,8 +5,8 @@ A scene: smooth colour clutter with blobs, one large textured shape (the label) 
 class. Each class has its own shape and texture (disc/horizontal stripes, square/vertical stripes, triangle/checker,
 cross/diagonal stripes, ...); colours are random. Scene ``i`` of a split is a pure function of (seed, split, i).
 The nets are torchvision ``VGG`` / ``ResNet`` instances with small widths (so layer names match: ``features.N``,
-``layer1``–``layer4``) and :class:`SENetLike` (``stem``, ``stage1``–``stage4``), trained on CPU in well under a minute each and cached (``$CNNLENS_CACHE`` or
-``~/.cache/cnnlens``; ``torch.save`` of the state dict, read back with ``torch.load(..., weights_only=True)``).
+``layer1``–``layer4``) and :class:`SENetLike` (``stem``, ``stage1``–``stage4``), trained on CPU in well under a minute
+(VGG, ResNet) or one to three minutes (SENet) each and cached (``$CNNLENS_CACHE`` or ``~/.cache/cnnlens``; ``torch.save`` of the state dict, read back with ``torch.load(..., weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -204,8 +204,8 @@ def resnet_like(num_classes: int = 4, widths: tuple[int, int, int, int] = (16, 3
 
 
 class SEBlock(nn.Module):
-    """conv 3×3 → BN → SiLU → conv 3×3 → BN → SiLU → squeeze-excitation (torchvision's ``SqueezeExcitation``: the
-    output times σ(fc₂(SiLU(fc₁(avgpool)))), Hu et al. 2018)."""
+    """conv 3×3 → BN → SiLU → conv 3×3 → BN → SiLU → squeeze-excitation (torchvision's ``SqueezeExcitation``:
+    the output times σ(fc₂(SiLU(fc₁(avgpool)))), Hu et al. 2018)."""
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
