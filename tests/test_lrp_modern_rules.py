@@ -526,3 +526,21 @@ def test_cbam_gates_are_signal_take_all():
     rows = conservation(net, _x(), _r0(2, 3), "dtd")
     assert sum(r["kind"] == "gate" for r in rows) == 2
     assert all(r["kind"] != "split" for r in rows)  # the gate branches (channel max) receive no relevance
+
+
+def test_attribute_access_keeps_relevance_or_is_a_shape():
+    """``x.shape`` is a shape query (no relevance); ``x.T`` moves values (routing); neither is a silent constant."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.out = nn.Linear(4, 4), nn.Identity()
+
+        def forward(self, x):
+            n = x.shape[0]
+            return self.out(self.fc(x).T.T.reshape(n, -1))
+    net = Net().double().eval()
+    x = _x((3, 4), positive=True)
+    rows = conservation(net, x, _r0(3, 4), "dtd")
+    assert [r["kind"] for r in rows if r["kind"] == "route"].count("route") >= 2
+    res = lrp_attribute(net, x, _r0(3, 4), "dtd")
+    torch.testing.assert_close(_sum(res.input), _sum(_r0(3, 4)), rtol=1e-10, atol=1e-14)

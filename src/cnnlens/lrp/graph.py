@@ -239,6 +239,7 @@ _CONV_FUNCS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 _INTERP_FUNCS = {F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
 #: shape queries: their results are Python numbers, never relevance carriers
 _SHAPE_METHODS = {"size", "dim", "numel", "nelement", "get_device", "stride", "ndimension", "is_contiguous"}
+_SHAPE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "layout", "requires_grad", "is_sparse", "is_quantized"}
 #: tensors whose values do not depend on the input's values
 _CONST_LIKE = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, "new_zeros", "new_ones",
                "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like"}
@@ -450,7 +451,8 @@ class Plan:
         target = node.target
         self.shape[node] = bool(dep_ins) and (
             (node.op == "call_method" and target in _SHAPE_METHODS)
-            or (node.op == "call_function" and target is getattr)
+            or (node.op == "call_function" and target is getattr and len(node.args) > 1
+                and node.args[1] in _SHAPE_ATTRS)
             or all(self.shape[n] for n in dep_ins))
         if self.shape[node] or (node.op in ("call_function", "call_method") and target in _CONST_LIKE):
             self.dep[node] = False
@@ -603,6 +605,8 @@ class Plan:
             if getattr(f, "__name__", "") == "stochastic_depth" and _arg(node, 3, "training", False):
                 raise UnsupportedOperationError(f"{_describe(node)} was traced in training mode")
             return Step(node, "pass", lambda x, *a, **k: x, ins)
+        if f is getattr and len(node.args) > 1 and node.args[1] in ("T", "mT", "H", "mH", "data"):
+            return Step(node, "route", f, ins)
         if f is operator.getitem:
             src = self.step_of_node(node.args[0])
             if src is not None and src.kind == "split":
