@@ -1,11 +1,12 @@
-"""Synthetic scenes with known boxes, and two small CNNs trained on them (a VGG-like and a ResNet-like net).
+"""Synthetic scenes with known boxes, and small CNNs trained on them (a VGG-like, a ResNet-like and a gated
+SENet-like net with SiLU activations and squeeze-excitation).
 
 A scene: smooth colour clutter with blobs, one large textured shape (the label) and a smaller distractor shape of another
 class. Each class has its own shape and texture (disc/horizontal stripes, square/vertical stripes, triangle/checker,
 cross/diagonal stripes, ...); colours are random. Scene ``i`` of a split is a pure function of (seed, split, i).
 The nets are torchvision ``VGG`` / ``ResNet`` instances with small widths (so layer names match: ``features.N``,
-``layer1``–``layer4``), trained on CPU in well under a minute each and cached (``$CNNLENS_CACHE`` or
-``~/.cache/cnnlens``; ``torch.save`` of the state dict, read back with ``torch.load(..., weights_only=True)``).
+``layer1``–``layer4``) and :class:`SENetLike` (``stem``, ``stage1``–``stage4``), trained on CPU in well under a minute
+(VGG, ResNet) or one to three minutes (SENet) each and cached (``$CNNLENS_CACHE`` or ``~/.cache/cnnlens``; ``torch.save`` of the state dict, read back with ``torch.load(..., weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -202,7 +203,51 @@ def resnet_like(num_classes: int = 4, widths: tuple[int, int, int, int] = (16, 3
     return model
 
 
-ARCHS = {"vgg": vgg_like, "resnet": resnet_like}
+class SEBlock(nn.Module):
+    """conv 3×3 → BN → SiLU → conv 3×3 → BN → SiLU → squeeze-excitation (torchvision's ``SqueezeExcitation``:
+    the output times σ(fc₂(SiLU(fc₁(avgpool)))), Hu et al. 2018)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        from torchvision.ops import SqueezeExcitation
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = nn.SiLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act2 = nn.SiLU()
+        self.se = SqueezeExcitation(cout, max(4, cout // 4), activation=nn.SiLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))))
+
+
+class SENetLike(nn.Module):
+    """A small gated net: a 3×3 stem (BN, SiLU) and four :class:`SEBlock` stages (``stage1``–``stage4``, strides
+    1, 2, 2, 2), global average pooling and one linear layer. Every stage output is a squeeze-excitation product of
+    SiLU activations: the gated, smooth-activation case of issue 18 on a net that is actually trained."""
+
+    def __init__(self, num_classes: int = 4, widths: tuple[int, int, int, int] = (16, 32, 48, 64)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.SiLU())
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            setattr(self, f"stage{i + 1}", SEBlock(cin, w, 1 if i == 0 else 2))
+            cin = w
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage4(self.stage3(self.stage2(self.stage1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def senet_like(num_classes: int = 4) -> nn.Module:
+    """:class:`SENetLike` at its default widths."""
+    return SENetLike(num_classes)
+
+
+ARCHS = {"vgg": vgg_like, "resnet": resnet_like, "senet": senet_like}
 
 
 def cache_dir() -> Path:
@@ -290,7 +335,7 @@ def _attach_meta(model: nn.Module, cfg: TrainConfig) -> nn.Module:
 
 def synthetic_model(arch: str = "vgg", *, cache: str | Path | None = None, retrain: bool = False,
                     progress: bool = False, **config) -> nn.Module:
-    """The trained synthetic net ``arch`` ("vgg" or "resnet"), from the cache or trained now (then cached).
+    """The trained synthetic net ``arch`` ("vgg", "resnet" or "senet"), from the cache or trained now (then cached).
     ``config`` overrides :class:`TrainConfig` fields (size, num_classes, seed, n_train, epochs, ...);
     ``label_permutation_seed=0`` gives the twin trained on permuted labels (cached under its own key)."""
     cfg = TrainConfig(arch=arch, **config)

@@ -11,8 +11,9 @@ from ..errors import InputError, ModelError
 
 def open_model(name: str, weights: str | None = None, *, device: str = "cpu", progress: bool = False
                ) -> tuple[nn.Module, str]:
-    """``synthetic-vgg`` / ``synthetic-resnet`` (trained on first use and cached) or a model-zoo name with its
-    pretrained weights, or ``weights`` (cnnlens.load_model: a file, a URL, a torchvision weights name, "random")."""
+    """``synthetic-vgg`` / ``synthetic-resnet`` / ``synthetic-senet`` (trained on first use and cached) or a model-zoo
+    name with its pretrained weights, or ``weights`` (cnnlens.load_model: a file, a URL, a torchvision weights name,
+    "random")."""
     if name.startswith("synthetic-"):
         from ..data.synthetic import ARCHS, synthetic_model
         arch = name[len("synthetic-"):]

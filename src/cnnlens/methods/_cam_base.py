@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from ..capture import LayerCapture
+from ..models.layers import as_channels_first
 from ..ops import display_map
 from .registry import MapResult, MethodOutput, Request
 
@@ -40,7 +41,10 @@ def forward_with_gradients(req: Request, score: str = "logit"):
         s = class_score(logits, targets, score)
         grads = torch.autograd.grad(s, [acts[n] for n in layers], allow_unused=True)
     grads = {n: (torch.zeros_like(acts[n]) if g is None else g) for n, g in zip(layers, grads)}
-    return logits.detach(), targets, {n: a.detach() for n, a in acts.items()}, grads
+    acts = {n: a.detach() for n, a in acts.items()}
+    for n in layers:  # channels-last layers (ConvNeXt's MLP) as (N,C,h,w)
+        acts[n], grads[n] = as_channels_first(req.model, n, acts[n], grads[n])
+    return logits.detach(), targets, acts, grads
 
 
 def gradient_cam(req: Request, cam_fn: CamFn, *, relu: bool = True, normalize: str = "before_resize",

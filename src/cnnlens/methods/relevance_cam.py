@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import LayerError, MethodError
+from ..models.layers import as_channels_first
 from ..ops import display_map
 from .registry import MapResult, MethodOutput, Request, check_choice, register
 
@@ -104,7 +105,7 @@ def relevance_cam(req: Request, *, mode: str = "reference", init: str | None = N
     res = lrp_attribute(req.model, req.x, rho, composite, layers, input_relevance=False, **comp_options)
     maps = {}
     for name in layers:
-        a, r = res.activations[name], res.relevance[name]
+        a, r = as_channels_first(req.model, name, res.activations[name], res.relevance[name])
         if a.dim() != 4:
             raise LayerError(f"layer {name!r} outputs shape {tuple(a.shape)}; a CAM needs a (N,C,h,w) feature map")
         alpha = channel_weights(r, weights)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .._batching import AdaptiveChunks, check_max_batch, is_out_of_memory
 from ..capture import LayerCapture
+from ..models.layers import as_channels_first
 from ..errors import LayerError, MethodError
 from ..ops import display_map, minmax
 from ._fast_forward import InferencePlan, inference_plan
@@ -147,7 +148,7 @@ def score_cam(req: Request, *, variant: str = "paper", baseline: str = "none", m
         forward = _MaskedForward(model, memory_format, plan)
         maps = {}
         for name in layers:
-            a = acts[name]
+            a, = as_channels_first(model, name, acts[name])
             if a.dim() != 4:
                 raise LayerError(f"layer {name!r} outputs shape {tuple(a.shape)}; a CAM needs a (N,C,h,w) feature map")
             maps[name] = _layer_map(forward, a, targets, masked, affine, base_scores, variant, baseline, batch_size,

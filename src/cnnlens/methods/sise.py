@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .._batching import AdaptiveChunks, check_max_batch, input_key
 from ..capture import LayerCapture
 from ..errors import LayerError, MethodError
-from ..models.layers import block_layers, trace_layers
+from ..models.layers import as_channels_first, block_layers, trace_layers
 from ..ops import minmax
 from ._perturb import (MASK_SPACES, SCORES, apply_masks, autocast_context, check_choice, check_number,
                        check_positive_int, input_normalisation, score_of)
@@ -253,6 +253,12 @@ def sise(req: Request, *, mu: float = 0.0, score: str = "probability", mask_spac
         psi = score_of(logits, score).gather(1, targets[:, None]).sum()
         grads = torch.autograd.grad(psi, [acts[n] for n in layers], allow_unused=True)
     logits, acts = logits.detach(), {n: acts[n].detach() for n in layers}
+    grads = list(grads)
+    for li, name in enumerate(layers):  # channels-last layers (ConvNeXt's MLP) as (N,C,h,w)
+        if grads[li] is not None:
+            acts[name], grads[li] = as_channels_first(model, name, acts[name], grads[li])
+        else:
+            acts[name], = as_channels_first(model, name, acts[name])
     del psi
     n_samples, L = x.shape[0], len(layers)
 

@@ -14,6 +14,13 @@ Which layers ``layer="blocks"`` / ``layer="stages"`` and the CAM default pick (t
 3. **Stages**: one layer per spatial resolution: the deepest block layer at that resolution, or, where that block's
    output is linear, the deepest post-activation layer at that resolution (the activated expansion of the next unit
    before it down-samples, e.g. EfficientNet's ``blocks.2.0.bn1``; VGG, ResNet, DenseNet: their block layers).
+4. Where several block layers share a resolution and some have passed an activation, those win (blocks and stages):
+   Res2Net down-samples inside its split convolutions after a BatchNorm whose ReLU module runs several times, HRNet's
+   fuse layers sum before their ReLU, timm's ConvNeXt stem is conv + LayerNorm. DenseNet keeps its pre-activations.
+5. **Channels-last** outputs (N,h,w,C), found from ``permute(0, 2, 3, 1)`` in the fx graph (torchvision's ConvNeXt
+   MLP: LayerNorm → Linear → GELU → Linear), are reported with shape (C,h,w) and read channels-first by the CAMs and
+   SISE (:func:`as_channels_first`). ConvNeXt's residual stream never passes an activation, so its post-activation
+   layers are the MLP's GELU outputs (the stage layer: the GELU of the stage's last block).
 
 Whether an output has passed an activation is read from the model's ``torch.fx`` graph (the LRP engine's tracer), not
 from architecture names: ReLU/ReLU6/SiLU/GELU/Hardswish/... modules and functions and fused BatchNorm+activation
@@ -24,6 +31,7 @@ back to the module types and to which outputs are the same tensor (``"unknown"``
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import weakref
@@ -122,6 +130,18 @@ def trace_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[
         object.__setattr__(info, "_ptr", rec["ptr"])
         out.append(info)
     out.sort(key=lambda r: r.end)
+    last = channels_last_layers(model) if any(len(r.shape) == 3 for r in out) else frozenset()
+    for i, r in enumerate(out):  # channels-last outputs (N,h,w,C) are reported as (C,h,w), like every other map
+        if r.name in last and len(r.shape) == 3:
+            shape = (r.shape[2], r.shape[0], r.shape[1])
+            ins = r.input_shape
+            if ins is not None and len(ins) == 3 and ins[:2] == r.shape[:2]:
+                ins = (ins[2], ins[0], ins[1])
+            info = dataclasses.replace(r, shape=shape, input_shape=ins)
+            object.__setattr__(info, "_pooled", getattr(r, "_pooled", False))
+            object.__setattr__(info, "_ptr", getattr(r, "_ptr", None))
+            object.__setattr__(info, "channels_last", True)
+            out[i] = info
     in_shape = tuple(example.shape[1:])
     for info in out:
         object.__setattr__(info, "_input_size", in_shape)
@@ -157,8 +177,10 @@ _CONST_METHODS = {"size", "dim", "numel"}
 _PASS_THROUGH = {"Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
                  "DropPath", "DropBlock2d"}
 
-_STATE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, str] | None]]" = \
+_STATE_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, tuple[dict[str, str], frozenset[str]] | None]]" = \
     weakref.WeakKeyDictionary()
+_TO_CHANNELS_LAST = (0, 2, 3, 1)
+_TO_CHANNELS_FIRST = (0, 3, 1, 2)
 
 
 def _node_kind(node, modules: dict[str, nn.Module]) -> str:
@@ -210,8 +232,49 @@ def _node_kind(node, modules: dict[str, nn.Module]) -> str:
     return "keep"  # pragma: no cover
 
 
+def _permute_dims(node) -> tuple[int, ...] | None:
+    """The dims of a ``permute`` node (method or function, dims as varargs or one sequence), else None."""
+    is_permute = ((node.op == "call_method" and node.target == "permute")
+                  or (node.op == "call_function" and node.target is torch.permute))
+    if not is_permute:
+        return None
+    dims = node.args[1:] if node.op == "call_method" else node.args[1:2]
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = dims[0]
+    if "dims" in node.kwargs:
+        dims = node.kwargs["dims"]
+    try:
+        return tuple(int(d) for d in dims)
+    except (TypeError, ValueError):
+        return ()
+
+
 def _fx_states(model: nn.Module) -> dict[str, str] | None:
     """Module name → activation state of its output, from the fx graph; None when the model cannot be traced."""
+    hit = _fx_analysis(model)
+    return None if hit is None else hit[0]
+
+
+def channels_last_layers(model: nn.Module) -> frozenset[str]:
+    """Names of the modules whose (N,·,·,·) output is channels-last (N,h,w,C): the value passed a
+    ``permute(0, 2, 3, 1)`` and no ``permute(0, 3, 1, 2)`` since (torchvision's ConvNeXt blocks, timm's ConvNeXt with
+    ``conv_mlp=False``: LayerNorm → Linear → GELU → Linear on channels-last tensors). Read from the fx graph; empty
+    when the model cannot be traced. The CAMs read these layers' maps as (N,C,h,w) (:func:`as_channels_first`)."""
+    hit = _fx_analysis(model)
+    return frozenset() if hit is None else hit[1]
+
+
+def as_channels_first(model: nn.Module, name: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` (the output of layer ``name`` and e.g. its gradient or relevance) as (N,C,h,w) views: permuted
+    when the layer's output is channels-last (:func:`channels_last_layers`), unchanged otherwise."""
+    if name in channels_last_layers(model):
+        return tuple(t.permute(*_TO_CHANNELS_FIRST) if t.dim() == 4 else t for t in tensors)
+    return tensors
+
+
+def _fx_analysis(model: nn.Module) -> tuple[dict[str, str], frozenset[str]] | None:
+    """(module name → activation state, channels-last module names) from the fx graph; None when the model cannot
+    be traced."""
     from .._state import preserved
     from ..lrp.graph import _Tracer
     key = tuple(id(m) for m in model.modules())
@@ -257,13 +320,25 @@ def _fx_states(model: nn.Module) -> dict[str, str] | None:
             ok = False
             break
         leads[n] = ok
+    last: dict[Any, bool] = {}
+    for n in nodes:  # forward: is the value channels-last (passed permute(0,2,3,1), not permuted back)?
+        dims = _permute_dims(n)
+        if dims is not None:
+            last[n] = dims == _TO_CHANNELS_LAST or (dims != _TO_CHANNELS_FIRST and last.get(n.args[0], False))
+        else:
+            ins = [a for a in n.all_input_nodes if kinds[a] != "const"]
+            last[n] = bool(ins) and last.get(ins[0], False)
     states: dict[str, str] = {}
+    channels_last = set()
     for name, outs in tracer.module_outputs.items():
         found = {ACTIVATION if activated[o] else PRE_ACTIVATION if leads[o] else LINEAR for o in outs}
         states[name] = found.pop() if len(found) == 1 else UNKNOWN
+        if all(last[o] for o in outs):
+            channels_last.add(name)
     del tracer, graph
-    _STATE_CACHE[model] = (key, states)
-    return states
+    result = (states, frozenset(channels_last))
+    _STATE_CACHE[model] = (key, result)
+    return result
 
 
 def activation_states(model: nn.Module, records: list[LayerInfo] | None = None) -> dict[str, str]:
@@ -307,7 +382,8 @@ class ExplainableLayer(tuple):
     """One layer of :func:`explainable_layers`: unpacks as ``(name, shape)`` (the shape without the batch dimension),
     and carries ``type``, ``stride`` (input size / output size, None when not spatial), ``stage`` (1, 2, ... by spatial
     resolution, None when not spatial), ``block`` (the output module of the block it belongs to), ``activation``
-    (``"activation"`` | ``"pre-activation"`` | ``"linear"`` | ``"unknown"``) and ``calls`` (runs per forward)."""
+    (``"activation"`` | ``"pre-activation"`` | ``"linear"`` | ``"unknown"``), ``calls`` (runs per forward) and
+    ``channels_last`` (the module outputs (N,h,w,C); ``shape`` is given as (C,h,w) all the same)."""
 
     name: str
     shape: tuple[int, ...]
@@ -317,6 +393,7 @@ class ExplainableLayer(tuple):
     block: str | None
     activation: str
     calls: int
+    channels_last: bool
 
     def __new__(cls, name: str, shape: tuple[int, ...], **info: Any) -> "ExplainableLayer":
         self = super().__new__(cls, (name, shape))
@@ -440,7 +517,8 @@ def report_from_records(model: nn.Module, records: list[LayerInfo]) -> list[Expl
         block = next((n for e, n in end_at if e >= r.end), None) if r.spatial else None
         s = strides[r.name]
         out.append(ExplainableLayer(r.name, r.shape, type=r.type, stride=s, stage=stage_of.get(s), block=block,
-                                    activation=states[r.name], calls=r.calls))
+                                    activation=states[r.name], calls=r.calls,
+                                    channels_last=getattr(r, "channels_last", False)))
     return out
 
 
@@ -461,7 +539,14 @@ def block_layers(model: nn.Module, records: list[LayerInfo] | None = None) -> li
     activation or is a pre-activation, otherwise the deepest post-activation layer inside the block at the block's
     resolution (EfficientNet / MobileNet: the depthwise activation of the block's last unit)."""
     records = trace_layers(model) if records is None else records
-    return list(dict.fromkeys(chosen for _, chosen in _block_choices(model, records)))
+    states = activation_states(model, records)
+    by_name = {r.name: r for r in records}
+    chosen = list(dict.fromkeys(chosen for _, chosen in _block_choices(model, records)))
+    activated = {by_name[n].shape[1:] for n in chosen if states.get(n) == ACTIVATION}
+    # a pre-activation or linear block output shares its resolution with a post-activation one (Res2Net's split
+    # convolutions down-sample inside a block after a BatchNorm whose ReLU runs several times; HRNet's fuse layers;
+    # the linear ConvNeXt stem): keep the post-activation ones only
+    return [n for n in chosen if states.get(n) == ACTIVATION or by_name[n].shape[1:] not in activated]
 
 
 def stage_layers(model: nn.Module, records: list[LayerInfo] | None = None) -> list[str]:
@@ -472,16 +557,17 @@ def stage_layers(model: nn.Module, records: list[LayerInfo] | None = None) -> li
     records = trace_layers(model) if records is None else records
     states = activation_states(model, records)
     by_name = {r.name: r for r in records}
-    last: dict[tuple[int, ...], tuple[str, str]] = {}
+    per_res: dict[tuple[int, ...], list[str]] = {}
     for end, chosen in _block_choices(model, records):
-        last.pop(by_name[end].shape[1:], None)
-        last[by_name[end].shape[1:]] = (end, chosen)
-    out = []
-    for res, (end, chosen) in last.items():
+        res = by_name[end].shape[1:]
         if states.get(end) == LINEAR:
             acts = [r for r in records if r.shape[1:] == res and _plain(r) and r.type not in _PASS_THROUGH
                     and states.get(r.name) == ACTIVATION]
             if acts:
                 chosen = max(acts, key=lambda r: r.end).name
-        out.append(chosen)
+        per_res.setdefault(res, []).append(chosen)
+    out = []
+    for res, names in per_res.items():  # the deepest post-activation choice, else the deepest (DenseNet)
+        activated = [n for n in names if states.get(n) == ACTIVATION]
+        out.append(max(activated or names, key=lambda n: by_name[n].end))
     return sorted(dict.fromkeys(out), key=lambda n: by_name[n].end)

@@ -12,7 +12,7 @@ TORCHVISION_MODELS = ("alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg1
                       "regnet_y_400mf", "shufflenet_v2_x1_0", "wide_resnet50_2", "resnext50_32x4d")
 BUNDLED_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: the architectures of ``synthetic-<arch>`` (cnnlens.data.synthetic.ARCHS; a test keeps the two equal)
-SYNTHETIC_ARCHS = ("resnet", "vgg")
+SYNTHETIC_ARCHS = ("resnet", "senet", "vgg")
 #: torchvision's and timm's architecture names are lower-case identifiers, timm's optionally with a ``.tag``
 _ARCH_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)?$")
 #: Hugging Face hub ids timm loads: ``timm/NAME.TAG`` and timm's own ``hf-hub:ORG/NAME`` (optionally ``@revision``)
