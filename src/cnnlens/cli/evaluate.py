@@ -26,7 +26,8 @@ def _parse_options(items: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 
 @main.command()
 @click.option("--model", "model_name", required=True,
-              help="synthetic-vgg, synthetic-resnet, or a model-zoo name (e.g. efficientnet_lite0, resnet50).")
+              help="synthetic-vgg, synthetic-resnet, synthetic-senet, or a model-zoo name (e.g. efficientnet_lite0, "
+              "resnet50).")
 @click.option("--weights", default=None, help="For a model-zoo name: " + WEIGHTS_HELP)
 @click.option("--data", "data", required=True, help="A dataset path (folder, CSV manifest, ImageNet val, COCO, VOC, "
               "Hugging Face save_to_disk folder), 'synthetic' or 'collage'.")

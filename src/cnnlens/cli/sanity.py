@@ -101,7 +101,7 @@ def _check_before_torch(images, model_name: str, methods, options, layers,
 @main.command("sanity")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_name", required=True,
-              help="Model name (a zoo name, synthetic-vgg or synthetic-resnet).")
+              help="Model name (a zoo name, synthetic-vgg, synthetic-resnet or synthetic-senet).")
 @click.option("--weights", type=str, default=None, help=WEIGHTS_HELP)
 @methods_option("grad-cam", "Methods: repeat or comma-separate ('all' = every method); NAME@COMPOSITE picks an LRP "
                 "composite.")
