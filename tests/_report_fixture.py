@@ -200,7 +200,7 @@ def synthetic_folder(out: Path, n_images: int, n_methods: int, *, steps: int = 1
                            for (name, (_, unit)), v in zip(SYNTH_METRICS.items(), vals[k])}
                 rec = {"sample": sid, "target": t, "target_name": names[t], "method": m, "layer": layers[k],
                        "metrics": metrics, "flags": {"constant_map": False}, "seconds": 0.01,
-                       "block": f"{i // 64}:{m}", "block_size": 64,
+                       "unit": f"{i // 64}:{m}", "unit_size": min(64, n_images - 64 * (i // 64)),
                        "curves": {"deletion": (np.exp(-ks[k] * s) * 0.9 + 0.05).round(5).tolist(),
                                   "insertion": (1 - np.exp(-ks[k] * s) * 0.9).round(5).tolist()}}
                 if i < maps_for:
