@@ -67,7 +67,7 @@ def lrp_attribute(model: nn.Module, x: Tensor, initial_relevance: InitialRelevan
     if memory_format not in ("auto", "channels_last", "contiguous"):
         raise InputError(f"memory_format must be 'auto', 'channels_last' or 'contiguous', got {memory_format!r}")
     comp = get_composite(composite, model, **composite_options)
-    plan = get_plan(model, comp.bn)
+    plan = get_plan(model, comp.bn, tuple(x.shape))
     layer_nodes = {name: plan.layer_node(name) for name in layers}
     with torch.no_grad():
         vals = engine_forward(plan, x.detach(), memory_format)
@@ -400,7 +400,7 @@ def conservation(model: nn.Module, x: Tensor, initial_relevance: InitialRelevanc
     """Per-node conservation check (spec §1.4): for every node of the relevance pass, Σ R at its output and Σ R it
     hands to its inputs, per sample. Rows: {"node", "module", "kind", "out": (N,), "in": (N,)} in backward order."""
     comp = get_composite(composite, model, **composite_options)
-    plan = get_plan(model, comp.bn)
+    plan = get_plan(model, comp.bn, tuple(x.shape))
     rows: list[dict] = []
 
     def per_sample(t, n):

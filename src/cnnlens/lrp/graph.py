@@ -11,7 +11,9 @@ conv/linear when ``bn="fold"`` (zennit's ``SequentialMergeBatchNorm``), and infe
 product operand is a gate (reached from a squashing function through routing ops, or from a global pool), and which
 conv/linear outputs are linear neurons (not gated by a ReLU-type activation). Nothing of the user's model is modified:
 the plan holds detached references to its parameters (folded weights are new tensors) and its forward is a functional
-re-implementation with out-of-place operations. Plans are cached per model, BN mode and parameter versions.
+re-implementation with out-of-place operations. Plans are cached per model, BN mode and parameter versions. A model
+whose forward branches in Python on the input's size (timm's ``ConvMlp``) is traced with concrete shapes for the input
+being explained (``get_plan(..., input_shape=)``); only such plans are cached per input sample shape as well.
 
 Any node without a rule raises :class:`cnnlens.errors.UnsupportedOperationError` naming it and its module, when the plan
 is built (never an autograd error, never a silently zero map).
@@ -320,22 +322,49 @@ class _Tracer(fx.Tracer):
         return out
 
 
-def _trace(model: nn.Module) -> tuple[fx.Graph, dict]:
-    """Trace ``model``; on failure retry with timm's FX leaf registry (modules timm itself does not trace through);
-    if that fails too, raise naming the innermost module that could not be traced."""
-    from .tracing import tracer_for  # a transformers model's shape checks are decided on meta values
+def _trace(model: nn.Module, input_shape: tuple | None = None) -> tuple[fx.Graph, dict, tuple | None]:
+    """Trace ``model``; on failure retry with timm's FX leaf registry (modules timm itself does not trace through),
+    then, given ``input_shape``, with :class:`tracing.ConcreteShapeTracer` on an example of that shape (Python branches
+    on the input's size, e.g. timm's ``ConvMlp``, are decided for it; a guard node re-checks them at run time). If all
+    fail, raise naming the innermost module that could not be traced. Returns (graph, module outputs, the example shape
+    the graph was traced for, or None when it holds for every input size)."""
+    from .tracing import ConcreteShapeTracer, tracer_for  # a transformers model's shape checks: meta values
     tracer = tracer_for(model)
     try:
-        return tracer.trace(model), tracer.module_outputs
+        return tracer.trace(model), tracer.module_outputs, None
     except Exception as err:  # noqa: BLE001 - fx raises many types for untraceable code
         first_err, where = err, tracer.failed_in
+
+    def shape_traced():
+        if input_shape is None or len(input_shape) < 2:
+            return None
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        shape = tuple(int(s) for s in input_shape)
+        shape_tracer = ConcreteShapeTracer(torch.empty(shape, dtype=dtype, device="meta"))
+        try:
+            return shape_tracer.trace(model), shape_tracer.module_outputs, shape
+        except Exception:  # noqa: BLE001
+            return None
+
     leaves, funcs = _timm_fx_registry()
     if leaves or funcs:
         tracer = _Tracer(leaves, funcs)
         try:
-            return tracer.trace(model), tracer.module_outputs
+            graph = tracer.trace(model)
         except Exception:  # noqa: BLE001
-            pass
+            graph = None
+        if graph is not None:
+            # a module that is a leaf only by timm's registry (e.g. ConvMlp) has no LRP rule: trace through it
+            # with concrete shapes when that works, else keep it as a leaf (a rule or a named error decides)
+            plain = _Tracer()
+            registry_only = any(
+                n.op == "call_module" and isinstance(m := model.get_submodule(n.target), leaves)
+                and not plain.is_leaf_module(m, n.target) for n in graph.nodes)
+            return (registry_only and shape_traced()) or (graph, tracer.module_outputs, None)
+    traced = shape_traced()
+    if traced is not None:
+        return traced
     inside = f" in module {where[0]!r} ({where[1]})" if where and where[0] else ""
     shown = getattr(model, "wrapped", model)            # a LogitsView: name the user's model
     raise UnsupportedOperationError(
@@ -396,12 +425,13 @@ def _is_global_pool(node: fx.Node, m: nn.Module | None = None) -> bool:
 class Plan:
     """The traced, canonised model. ``forward(x)`` returns {node: value}; ``steps`` in topological order."""
 
-    def __init__(self, model: nn.Module, bn: str = "fold"):
+    def __init__(self, model: nn.Module, bn: str = "fold", input_shape: tuple | None = None):
         if bn not in ("fold", "pass"):
             raise ValueError(f"bn must be 'fold' or 'pass', got {bn!r}")
         self.bn = bn
         with preserved(model):
-            self.graph, self.module_outputs = _trace(model)
+            # traced_shape: None, or the input shape a shape-branching model was traced for (see _trace)
+            self.graph, self.module_outputs, self.traced_shape = _trace(model, input_shape)
         # submodules only (not the root): the plan is a value in a WeakKeyDictionary keyed by the model
         self.modules = {name: m for name, m in model.named_modules() if name}
         self._root = weakref.ref(model)
@@ -932,17 +962,29 @@ def _run_maxpool(step: Step, x: Tensor, node: fx.Node):
 # -------------------------------------------------------------------------------------------------------- cache
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_BY_SHAPE = object()  # cache marker: this model's plans were traced per input shape (keys (bn, (C, H, W)))
 
 
-def get_plan(model: nn.Module, bn: str = "fold") -> Plan:
-    """The cached plan of ``model`` for this BN mode; rebuilt when any parameter/buffer changed (version counter)."""
+def get_plan(model: nn.Module, bn: str = "fold", input_shape: tuple | None = None) -> Plan:
+    """The cached plan of ``model`` for this BN mode; rebuilt when any parameter/buffer changed (version counter).
+    ``input_shape``: the shape of the input to explain; used only for a model that torch.fx traces only with concrete
+    shapes (its plans are cached per input sample shape (C, H, W), so another size is traced again)."""
     key = parameter_versions(model)
     per_model = _CACHE.setdefault(model, {})
     hit = per_model.get(bn)
+    sample = None if input_shape is None else tuple(int(s) for s in input_shape[1:])
     if hit is not None and hit[0] == key:
-        return hit[1]
-    plan = Plan(model, bn)
-    per_model[bn] = (key, plan)
+        if hit[1] is not _BY_SHAPE:
+            return hit[1]
+        shaped = per_model.get((bn, sample))
+        if shaped is not None and shaped[0] == key:
+            return shaped[1]
+    plan = Plan(model, bn, input_shape)
+    if plan.traced_shape is None:
+        per_model[bn] = (key, plan)
+    else:
+        per_model[bn] = (key, _BY_SHAPE)
+        per_model[(bn, tuple(plan.traced_shape[1:]))] = (key, plan)
     return plan
 
 

@@ -223,7 +223,7 @@ def clrp(req: Request, *, variant: str = "official", dual: str = "type1", compos
         from ..lrp import get_composite
         from ..lrp.graph import get_plan
         base = get_composite(composite, req.model, **kw)
-        plan = get_plan(req.model, base.bn)
+        plan = get_plan(req.model, base.bn, tuple(req.x.shape))
         last = [s for s in plan.steps if s.kind == "linear"][-1]
         state: dict = {}
 
