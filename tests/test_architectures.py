@@ -55,8 +55,7 @@ def test_small_members_of_the_families(name, check):
 
 
 #: known engine gaps (reported to the LRP engine's owners): strict, so a fix shows up as XPASS and the entry goes
-ENGINE_GAPS = {("timm:vgg11_bn", c): "timm's ConvMlp pre_logits (an fx leaf) has no LRP rule"
-               for c in ("lrp", "sglrp", "relevance-cam", "sr-map", "conservation")}
+ENGINE_GAPS: dict[tuple[str, str], str] = {}   # (model, check) → why the engine cannot yet: a strict xfail (none now)
 
 
 def _full_params():
