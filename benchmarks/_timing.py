@@ -82,3 +82,19 @@ def peak_memory_kib(device: str | torch.device) -> float:
 def memory_label(device: str | torch.device) -> str:
     """How the peak-memory figures are named: peak RSS on the CPU, peak CUDA allocation on a GPU."""
     return "peak CUDA allocated" if torch.device(device).type == "cuda" else "peak RSS"
+
+
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeat: int, device: str | torch.device) -> dict:
+    """Time every run round-robin (after one warm-up each, which also traces/caches what it needs), so load from other
+    processes hits all of them alike: {name: {"median_s", "times"}}."""
+    for run in runs.values():
+        run()
+        sync(device)
+    times: dict = {c: [] for c in runs}
+    for _ in range(repeat):
+        for c, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            sync(device)
+            times[c].append(time.perf_counter() - t0)
+    return {c: {"median_s": statistics.median(t), "times": t} for c, t in times.items()}

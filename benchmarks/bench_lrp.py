@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 CONFIGS = ("forward+backward", "fwd+bwd+wgrad", "cnnlens", "cnnlens-cold", "zennit")
@@ -71,20 +69,9 @@ def _interleaved(model_name: str, configs, repeat: int, batch: int, size: int, t
                  device: str = "cpu") -> dict:
     """Time every config round-robin in one process, so load from other processes hits all of them alike."""
     import torch
-    from _timing import sync
+    from _timing import interleaved_medians
     torch.set_num_threads(threads)
-    runs = {c: _runner(model_name, c, batch, size, device) for c in configs}
-    for run in runs.values():
-        run()  # warm-up
-        sync(device)
-    times: dict = {c: [] for c in configs}
-    for _ in range(repeat):
-        for c, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            sync(device)
-            times[c].append(time.perf_counter() - t0)
-    return {c: {"median_s": statistics.median(t), "times": t} for c, t in times.items()}
+    return interleaved_medians({c: _runner(model_name, c, batch, size, device) for c in configs}, repeat, device)
 
 
 def _child(model_name: str, config: str, batch: int, size: int, threads: int, device: str = "cpu") -> dict:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -91,20 +89,9 @@ def _runner(spec: str, config: str, batch: int, size: int, device: str):
 
 def _interleaved(spec: str, repeat: int, batch: int, size: int, threads: int, device: str) -> dict:
     import torch
-    from _timing import sync
+    from _timing import interleaved_medians
     torch.set_num_threads(threads)
-    runs = {c: _runner(spec, c, batch, size, device) for c in CONFIGS}
-    for run in runs.values():
-        run()  # warm-up (the LRP plan is traced and cached here)
-        sync(device)
-    times: dict = {c: [] for c in CONFIGS}
-    for _ in range(repeat):
-        for c, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            sync(device)
-            times[c].append(time.perf_counter() - t0)
-    return {c: {"median_s": statistics.median(t), "times": t} for c, t in times.items()}
+    return interleaved_medians({c: _runner(spec, c, batch, size, device) for c in CONFIGS}, repeat, device)
 
 
 def _child(spec: str, config: str, batch: int, size: int, threads: int, device: str) -> dict:
