@@ -277,3 +277,15 @@ def test_plan_and_estimate_are_said_before_the_work(tmp_path):
     _run(tmp_path, methods="grad-cam,rise", metrics="average-drop,deletion", data=SyntheticScenes(5, size=32),
          announce=said.append)
     assert said == ["plan: 5 images in 3 blocks of 2 × 2 method runs = 6 units, 6 already done, 0 to compute"]
+
+
+def test_a_method_run_listed_twice_is_refused_and_the_cli_merges_repeated_method_options():
+    """Two runs with one key would write the same units (the second overwriting the first's): refused in one line;
+    the CLI's repeated/comma --methods values are de-duplicated first (``--methods a --methods a,b`` = a,b)."""
+    from cnnlens.cli._common import split_list
+    from cnnlens.errors import InputError
+    from cnnlens.evaluation.config import method_runs
+    with pytest.raises(InputError, match="listed twice: grad-cam@default"):
+        method_runs("grad-cam,relevance-cam,grad-cam", None, None)
+    assert [r.key for r in method_runs(["grad-cam"], "layer2,layer3", None)] == ["grad-cam@layer2,layer3"]
+    assert ",".join(dict.fromkeys(split_list(("grad-cam", "grad-cam,relevance-cam")))) == "grad-cam,relevance-cam"

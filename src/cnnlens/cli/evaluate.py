@@ -103,7 +103,7 @@ def evaluate(**params):
     # torchrun's rank from its environment (as evaluation.distributed.env_rank, which imports torch)
     main_rank = int(os.environ.get("RANK", 0)) == 0 if "WORLD_SIZE" in os.environ and "RANK" in os.environ else True
     from ._common import split_list
-    params["methods"] = ",".join(split_list(params["methods"]))     # --method/--methods, repeated or comma-separated
+    params["methods"] = ",".join(dict.fromkeys(split_list(params["methods"])))   # --method(s), repeated or comma
     params["layers"] = ",".join(split_list(params["layers"])) or None
     composite = params.pop("composite")
     if composite is not None:                        # --composite C = --option composite=C (every method that has one)

@@ -112,6 +112,10 @@ def method_runs(methods: Sequence[str | MethodRun] | str | None, layers: Sequenc
         opts = dict((options or {}).get(m, {}))
         spec.check_options(opts)
         runs.append(MethodRun(m, list(layers) if layers and spec.layers == "single" else None, opts))
+    keys = [r.key for r in runs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:                 # two runs with one key would write the same units
+        raise InputError(f"method run listed twice: {', '.join(twice)}")
     return runs
 
 
