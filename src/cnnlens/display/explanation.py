@@ -128,13 +128,14 @@ def _data_uri(rgb: np.ndarray) -> str:
 
 # ---------------------------------------------------------------------------------------------------- labels
 
-def layer_label(layer: Any) -> str:
-    """A result's layer as text: the module name, "input" for input-level methods, or the layer set."""
+def layer_label(layer: Any, sep: str = ", ") -> str:
+    """A result's layer as text: the module name, "input" for input-level methods, or the layer set (up to three
+    names joined by ``sep``)."""
     if layer is None:
         return "input"
     if isinstance(layer, (list, tuple)):
         if len(layer) <= 3:
-            return ", ".join(str(v) for v in layer)
+            return sep.join(str(v) for v in layer)
         return f"{len(layer)} layers ({layer[0]} … {layer[-1]})"
     return str(layer)
 

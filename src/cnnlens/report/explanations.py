@@ -31,13 +31,8 @@ def _safe(text: str) -> str:
 
 
 def _layer_label(layer: Any) -> str:
-    if layer is None:
-        return "input"
-    if isinstance(layer, (list, tuple)):
-        if len(layer) <= 3:
-            return ",".join(str(v) for v in layer)
-        return f"{len(layer)} layers ({layer[0]} … {layer[-1]})"
-    return str(layer)
+    from ..display.explanation import layer_label
+    return layer_label(layer, sep=",")
 
 
 class ExplanationReport:
