@@ -95,6 +95,16 @@ def split_list(values) -> list[str]:
     return [v.strip() for value in values for v in str(value).split(",") if v.strip()]
 
 
+def checked_methods(methods, flag: str) -> list[str]:
+    """The --method(s) values (repeated or comma-separated), de-duplicated in order and checked by name before torch
+    is loaded; an empty list is an error naming ``flag``."""
+    names = list(dict.fromkeys(split_list(methods)))
+    if not names:
+        raise InputError(f"{flag} is empty")
+    check_method_names(names)
+    return names
+
+
 def base_name(entry: str) -> str:
     """``"lrp@epsilon-plus"`` → ``"lrp"``."""
     return entry.partition("@")[0].strip()
@@ -311,6 +321,6 @@ def progress(iterable, total: int, desc: str, enabled: bool):
 
 
 __all__ = ["CnnlensError", "WEIGHTS_HELP", "base_name", "check_device", "check_method_names", "check_metric_names",
-           "check_model_name", "layer_argument", "layers_option", "load_model_quietly", "method_options",
+           "check_model_name", "checked_methods", "layer_argument", "layers_option", "load_model_quietly", "method_options",
            "methods_option", "option_option", "composite_option", "parse_option_values", "parse_options",
            "parse_target", "parse_value", "progress", "read_images", "split_list"]

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from ..errors import InputError
-from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, composite_option, layer_argument,
+from ._common import (WEIGHTS_HELP, check_device, checked_methods, check_model_name, composite_option, layer_argument,
                       layers_option, load_model_quietly, method_options, methods_option, option_option, parse_options,
                       parse_target, progress, read_images, split_list)
 
@@ -52,10 +51,7 @@ def explain_cmd(images, model_name, weights, methods, layers, target, composite,
     check_model_name(model_name, weights)         # the model, weights, options and every image: before torch
     device = check_device(device)
     shared, per = parse_options(options)
-    method_list = list(dict.fromkeys(split_list(methods)))
-    if not method_list:
-        raise InputError("--method is empty")
-    check_method_names(method_list)
+    method_list = checked_methods(methods, "--method")
     rgbs = read_images(images)
     import torch
 

@@ -8,7 +8,7 @@ import click
 
 from ..errors import InputError, MethodError
 from . import main
-from ._common import (WEIGHTS_HELP, check_device, check_method_names, check_model_name, composite_option, layers_option,
+from ._common import (WEIGHTS_HELP, check_device, checked_methods, check_model_name, composite_option, layers_option,
                       load_model_quietly, method_options, methods_option, option_option, parse_options, parse_target,
                       read_images, split_list)
 
@@ -39,10 +39,7 @@ def sweep_cmd(image, model_name, weights, methods, layers, target, composite, op
     check_model_name(model_name, weights)         # the model, weights, options and the image: before torch
     device = check_device(device)
     shared, per = parse_options(options)
-    method_list = list(dict.fromkeys(split_list(methods)))
-    if not method_list:
-        raise InputError("--methods is empty")
-    check_method_names(method_list)
+    method_list = checked_methods(methods, "--methods")
     layer_list = split_list(layers)
     if not layer_list:
         raise InputError("--layers is empty")
